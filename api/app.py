@@ -1,0 +1,202 @@
+"""The HTTP API: events (list, detail, snapshot, live stream), cameras, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Annotated, Any, Protocol
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from api.ingest import EventHub, Ingest
+from brightkitchen.bus import Bus
+from brightkitchen.events import Event
+from brightkitchen.snapshots import SnapshotStore
+from brightkitchen.store import EventQuery, EventStore, StoreError
+
+SSE_HEARTBEAT_S = 15.0
+
+
+class Background(Protocol):
+    """Something that runs beside the API, e.g. the worker: started after ingest, stopped before it."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class AppContext:
+    store: EventStore
+    snapshots: SnapshotStore
+    bus: Bus
+    camera_status: Callable[[], list[dict[str, Any]]]
+    config_schema: Callable[[], str] | None = None
+    background: list[Background] = field(default_factory=list)
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_cursor: str | None
+
+
+class CameraStatusOut(BaseModel):
+    id: str
+    name: str
+    site: str
+    url: str
+    connected: bool
+    decode_mode: str | None = None
+    decode_mode_reason: str | None = None
+    input_fps: float = 0.0
+    analysed_fps: float = 0.0
+    last_frame_at: datetime | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def create_app(ctx: AppContext) -> FastAPI:
+    hub = EventHub()
+    ingest = Ingest(ctx.bus, ctx.store, hub)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.bind(asyncio.get_running_loop())
+        ingest.start()
+        for task in ctx.background:
+            task.start()
+        yield
+        for task in reversed(ctx.background):
+            task.stop()
+        ingest.stop()
+
+    app = FastAPI(
+        title="brightkitchen",
+        version="0.1.0",
+        summary="Violation events from kitchen cameras (明厨亮灶)",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        page = resources.files("api").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
+
+    @app.get("/api/v1/events", response_model=EventPage, responses={400: {"model": Problem}}, tags=["events"])
+    def list_events(
+        site: str | None = None,
+        camera: str | None = None,
+        rule: str | None = None,
+        since: Annotated[datetime | None, Query(description="ISO 8601; without offset means UTC")] = None,
+        until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> EventPage:
+        """Events, newest first, filtered; follow `next_cursor` for older ones."""
+        query = EventQuery(site, camera, rule, _utc(since), _utc(until), limit, cursor)
+        try:
+            items, next_cursor = ctx.store.list(query)
+        except StoreError as e:
+            raise HTTPException(400, str(e)) from None
+        return EventPage(items=items, next_cursor=next_cursor)
+
+    @app.get("/api/v1/events/stream", tags=["events"], response_class=StreamingResponse)
+    async def stream_events(request: Request) -> StreamingResponse:
+        """Server-sent events: one message per stored event revision (`event:` is the phase)."""
+        q = hub.subscribe()
+
+        async def messages() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        event = await asyncio.wait_for(q.get(), SSE_HEARTBEAT_S)
+                    except TimeoutError:
+                        yield ": heartbeat\n\n"
+                        continue
+                    data = json.dumps(event.model_dump(mode="json"), ensure_ascii=False)
+                    yield f"id: {event.id}:{event.revision}\nevent: {event.phase}\ndata: {data}\n\n"
+            finally:
+                hub.unsubscribe(q)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(messages(), media_type="text/event-stream", headers=headers)
+
+    def _event_or_404(event_id: str) -> Event:
+        event = ctx.store.get(event_id)
+        if event is None:
+            raise HTTPException(404, f"no event {event_id!r}")
+        return event
+
+    @app.get("/api/v1/events/{event_id}", response_model=Event, responses={404: {"model": Problem}}, tags=["events"])
+    def get_event(event_id: str) -> Event:
+        return _event_or_404(event_id)
+
+    @app.get(
+        "/api/v1/events/{event_id}/snapshot.jpg",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": Problem}},
+        tags=["events"],
+    )
+    def get_snapshot(event_id: str) -> FileResponse:
+        event = _event_or_404(event_id)
+        path = ctx.snapshots.path(event.snapshot) if event.snapshot else None
+        if path is None:
+            raise HTTPException(404, f"event {event_id!r} has no snapshot (never taken or removed by retention)")
+        return FileResponse(path, media_type="image/jpeg", headers={"X-Snapshot-SHA256": event.snapshot_sha256 or ""})
+
+    @app.get("/api/v1/cameras", response_model=list[CameraStatusOut], tags=["cameras"])
+    def cameras() -> list[CameraStatusOut]:
+        """Every configured camera with its live stream status."""
+        return [CameraStatusOut.model_validate(c) for c in ctx.camera_status()]
+
+    @app.get("/api/v1/config/schema", tags=["config"])
+    def config_schema() -> Response:
+        """The JSON schema of the config file."""
+        if ctx.config_schema is None:
+            raise HTTPException(404, "no config schema")
+        return Response(ctx.config_schema(), media_type="application/schema+json")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        statuses = ctx.camera_status()
+        return {
+            "status": "ok" if ingest.is_alive() else "degraded",
+            "ingest_alive": ingest.is_alive(),
+            "cameras": len(statuses),
+            "cameras_connected": sum(1 for c in statuses if c.get("connected")),
+            "events": ctx.store.count(),
+        }
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,262 @@
+"""The one YAML config file: sites, cameras, zones, schedules, models, rules, storage, bus, api.
+
+Validated by pydantic with extra="forbid" so a typo is an error naming the key. Environment
+variables ``BRIGHTKITCHEN__A__B=value`` override ``a.b`` (value parsed as YAML, list items by index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "BRIGHTKITCHEN__"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZoneConfig(Strict):
+    name: Identifier
+    points: list[tuple[float, float]] = Field(description="polygon, normalised (x, y) in [0, 1]")
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(points) < 3:
+            raise ValueError("a zone needs at least 3 points")
+        if any(not (0.0 <= v <= 1.0) for p in points for v in p):
+            raise ValueError("zone points are normalised: every coordinate must be within [0, 1]")
+        return points
+
+
+class CameraConfig(Strict):
+    id: Identifier
+    name: str = ""
+    url: str = Field(description="rtsp://... or a video file path (looped, paced like a live camera)")
+    analysis_fps: float = Field(1.0, gt=0, le=30)
+    zones: list[ZoneConfig] = []
+    enabled: bool = True
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class WindowConfig(Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)
+    start: time
+    end: time = Field(description="an end before the start crosses midnight")
+
+
+class SiteConfig(Strict):
+    id: Identifier
+    name: str = ""
+    timezone: str = "Asia/Shanghai"
+    schedules: dict[Identifier, list[WindowConfig]] = {}
+    cameras: list[CameraConfig] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {tz!r}") from e
+        return tz
+
+
+class ModelConfig(Strict):
+    name: Identifier
+    path: str = Field(description="ONNX file, relative to the config file, or builtin:NAME")
+    version: str | None = None
+    provider: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = "auto"
+    threads: int = Field(0, ge=0, description="intra-op threads, 0 = onnxruntime default")
+    score_threshold: float | None = Field(None, ge=0, le=1)
+    iou_threshold: float | None = Field(None, gt=0, le=1)
+    max_batch: int = Field(8, ge=1)
+
+
+class RuleConfig(Strict):
+    name: Identifier
+    title: str = ""
+    model: Identifier
+    classes: list[str] = Field(min_length=1, description="class names that mean a violation")
+    min_score: float = Field(0.5, ge=0, le=1)
+    min_duration_s: float = Field(0.0, ge=0)
+    zones: list[Identifier] = Field([], description="zone names of the camera; empty = whole frame")
+    schedule: Identifier | None = Field(None, description="schedule name of the site; none = always")
+    cooldown_s: float = Field(60.0, ge=0)
+    close_after_s: float = Field(5.0, gt=0)
+    update_interval_s: float = Field(30.0, gt=0)
+    require_no_class: list[str] = Field([], description="violation only when none of these is seen")
+    cameras: list[Identifier] = Field([], description="camera ids; empty = every camera")
+
+
+class StorageConfig(Strict):
+    database: str = Field("sqlite:///var/brightkitchen.db", description="sqlite:///PATH")
+    snapshots_dir: str = "var/snapshots"
+    snapshot_retention_days: float = Field(30.0, gt=0)
+    snapshot_max_count: int = Field(100_000, ge=1)
+
+
+class BusConfig(Strict):
+    kind: Literal["inprocess"] = "inprocess"
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class WorkerConfig(Strict):
+    frame_max_age_s: float = Field(2.0, gt=0, description="frames older than this are stale and dropped")
+    open_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class Config(Strict):
+    sites: list[SiteConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = []
+    storage: StorageConfig = StorageConfig()
+    bus: BusConfig = BusConfig()
+    api: ApiConfig = ApiConfig()
+    worker: WorkerConfig = WorkerConfig()
+    # Folder of the config file: relative paths in it are relative to this.
+    _base_dir: Path = PrivateAttr(Path("."))
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        _unique("sites", [s.id for s in self.sites])
+        _unique("cameras", [c.id for s in self.sites for c in s.cameras])
+        _unique("models", [m.name for m in self.models])
+        _unique("rules", [r.name for r in self.rules])
+        models = {m.name for m in self.models}
+        cameras = {c.id: (s, c) for s in self.sites for c in s.cameras}
+        for rule in self.rules:
+            if rule.model not in models:
+                raise ValueError(f"rule {rule.name!r}: unknown model {rule.model!r}")
+            for cam_id in rule.cameras:
+                if cam_id not in cameras:
+                    raise ValueError(f"rule {rule.name!r}: unknown camera {cam_id!r}")
+            for site, cam in (cameras[c] for c in (rule.cameras or cameras)):
+                zones = {z.name for z in cam.zones}
+                missing = [z for z in rule.zones if z not in zones]
+                if missing and rule.cameras:
+                    raise ValueError(f"rule {rule.name!r}: camera {cam.id!r} has no zone {missing[0]!r}")
+                if rule.schedule and rule.schedule not in site.schedules:
+                    raise ValueError(f"rule {rule.name!r}: site {site.id!r} has no schedule {rule.schedule!r}")
+        return self
+
+    def cameras(self) -> list[tuple[SiteConfig, CameraConfig]]:
+        return [(s, c) for s in self.sites for c in s.cameras if c.enabled]
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else (self._base_dir / path)
+
+    def rules_for(self, camera: CameraConfig) -> list[RuleConfig]:
+        """Rules that apply to a camera; a rule naming zones applies where the camera has them."""
+        zones = {z.name for z in camera.zones}
+        return [
+            r
+            for r in self.rules
+            if (not r.cameras or camera.id in r.cameras) and all(z in zones for z in r.zones)
+        ]
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"duplicate id {i!r} in {what}")
+        seen.add(i)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``errors`` lists (key path, message)."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source = source
+        self.errors = errors
+        lines = [f"{source}: {path or '(top level)'}: {msg}" for path, msg in errors]
+        super().__init__("invalid config\n" + "\n".join(lines))
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"environment {key}", [(".".join(parts[: i + 1]), "no such list item")])
+                index = int(part)
+                if last:
+                    node[index] = yaml.safe_load(raw)
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = yaml.safe_load(raw)
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"environment {key}", [(".".join(parts[:i]), "is not a mapping or list")])
+
+
+def _error_path(loc: tuple[Any, ...]) -> str:
+    return re.sub(r"\.(\d+)", r"[\1]", ".".join(str(p) for p in loc))
+
+
+def parse_config(data: Any, source: str, base_dir: Path, environ: dict[str, str] | None = None) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", "the config must be a YAML mapping")])
+    _apply_env(data, dict(os.environ) if environ is None else environ)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not allowed here)"
+            errors.append((_error_path(err["loc"]), msg))
+        raise ConfigError(source, errors) from None
+    config._base_dir = base_dir
+    return config
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [("", f"cannot read file: {e.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"{where}not valid YAML ({getattr(e, 'problem', e)})")]) from None
+    return parse_config(data, str(path), path.resolve().parent, environ)
+
+
+def json_schema() -> str:
+    schema = Config.model_json_schema()
+    return json.dumps(schema, indent=2, ensure_ascii=False)

@@ -1,0 +1,131 @@
+"""Event storage on SQLite: upsert by (id, revision), filtered newest-first listing with cursors."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from brightkitchen.events import Event
+from brightkitchen.migrations import migrate
+
+
+class StoreError(ValueError):
+    """A request the store cannot answer (for example a malformed cursor)."""
+
+
+def sqlite_path(url: str) -> Path:
+    if not url.startswith("sqlite:///"):
+        raise StoreError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
+    return Path(url.removeprefix("sqlite:///"))
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    site: str | None = None
+    camera: str | None = None
+    rule: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def encode_cursor(started_ms: int, event_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{started_ms}:{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ms, event_id = raw.split(":", 1)
+        return int(ms), event_id
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError("malformed cursor") from e
+
+
+class EventStore:
+    def __init__(self, url: str) -> None:
+        path = sqlite_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the API's threads, serialised by a lock; WAL lets readers run.
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.Lock()
+        with self._lock:
+            self.applied_migrations = migrate(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def upsert(self, event: Event) -> bool:
+        """Store an event revision; False when this or a newer revision is already stored (a duplicate)."""
+        row = (
+            event.id,
+            event.revision,
+            event.phase,
+            event.review_state,
+            event.site,
+            event.camera,
+            event.rule,
+            _ms(event.started_at),
+            _ms(event.updated_at),
+            event.model_dump_json(),
+        )
+        with self._lock:
+            cur = self._conn.execute(
+                """INSERT INTO events (id, revision, phase, review_state, site, camera, rule,
+                                       started_ms, updated_ms, data)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET
+                       revision = excluded.revision, phase = excluded.phase,
+                       updated_ms = excluded.updated_ms, data = excluded.data
+                   WHERE excluded.revision > events.revision""",
+                row,
+            )
+            return cur.rowcount == 1
+
+    def get(self, event_id: str) -> Event | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()
+        return Event.model_validate_json(row[0]) if row else None
+
+    def list(self, q: EventQuery) -> tuple[list[Event], str | None]:
+        where, args = [], []
+        for column, value in (("site", q.site), ("camera", q.camera), ("rule", q.rule)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if q.since is not None:
+            where.append("started_ms >= ?")
+            args.append(_ms(q.since))
+        if q.until is not None:
+            where.append("started_ms < ?")
+            args.append(_ms(q.until))
+        if q.cursor:
+            ms, event_id = decode_cursor(q.cursor)
+            where.append("(started_ms < ? OR (started_ms = ? AND id < ?))")
+            args += [ms, ms, event_id]
+        sql = "SELECT started_ms, id, data FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_ms DESC, id DESC LIMIT ?"
+        args.append(q.limit + 1)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        items = [Event.model_validate_json(r[2]) for r in rows[: q.limit]]
+        next_cursor = encode_cursor(rows[q.limit - 1][0], rows[q.limit - 1][1]) if len(rows) > q.limit else None
+        return items, next_cursor
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]

@@ -1,0 +1,309 @@
+"""The worker loop: newest frame of every camera -> one batched detection per model -> tracks -> rules
+-> events with annotated snapshots on the bus.
+
+Each camera has its own reader thread, so a hung or dead camera only stops delivering frames; the loop
+never waits for any one camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+from vision.draw import annotate
+from vision.rules import Rule, RuleEngine, RuleEvent
+from vision.schedule import Schedule, Window
+from vision.tracker import IouTracker
+from vision.zones import PolygonZone
+
+from brightkitchen.bus import Bus
+from brightkitchen.config import CameraConfig, Config, RuleConfig, SiteConfig
+from brightkitchen.events import Box, Event, ModelRef, new_event_id, utc
+from brightkitchen.metrics import BATCH_SIZE, EVENTS_PUBLISHED, FRAMES_ANALYSED, INFERENCE_SECONDS
+from brightkitchen.snapshots import SnapshotStore
+from streams.detectors import LoadedModel, load_models
+from streams.reader import CameraReader, Frame
+from vision.detections import Detections
+
+log = logging.getLogger("streams.worker")
+
+IDLE_SLEEP_S = 0.01
+# With no frame for this long, rules are fed an empty frame so that open violations can close.
+SILENT_CAMERA_S = 2.0
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for status pages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def build_rule(rule: RuleConfig, site: SiteConfig, camera: CameraConfig) -> Rule:
+    zones = {z.name: z for z in camera.zones}
+    schedule = None
+    if rule.schedule:
+        days = {d: i for i, d in enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))}
+        windows = [
+            Window(days={days[d] for d in w.days}, start=w.start, end=w.end) for w in site.schedules[rule.schedule]
+        ]
+        schedule = Schedule(windows, tz=site.timezone)
+    return Rule(
+        name=rule.name,
+        classes=frozenset(rule.classes),
+        min_score=rule.min_score,
+        min_duration_s=rule.min_duration_s,
+        zones=tuple(PolygonZone(n, zones[n].points) for n in rule.zones),
+        schedule=schedule,
+        cooldown_s=rule.cooldown_s,
+        close_after_s=rule.close_after_s,
+        update_interval_s=rule.update_interval_s,
+        require_no_class=frozenset(rule.require_no_class),
+    )
+
+
+@dataclass
+class CameraPipeline:
+    site: SiteConfig
+    camera: CameraConfig
+    reader: CameraReader
+    trackers: dict[str, IouTracker]
+    engines: dict[str, RuleEngine]
+    rule_titles: dict[str, str]
+    open: dict[tuple[str, int], Event] = field(default_factory=dict)
+    last_frame_at: float = 0.0
+    last_frame: Frame | None = None
+
+
+class WorkerStats:
+    """Bounded samples for benchmarks and status: inference latency and detection-to-event latency."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.inference_s: deque[float] = deque(maxlen=size)
+        self.batch_sizes: deque[int] = deque(maxlen=size)
+        self.event_latency_s: deque[float] = deque(maxlen=size)
+        self.frames_analysed: dict[str, int] = {}
+        self.events_published = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        bus: Bus,
+        snapshots: SnapshotStore,
+        *,
+        models: dict[str, LoadedModel] | None = None,
+        reader_factory: Callable[..., CameraReader] = CameraReader,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.snapshots = snapshots
+        self.models = models if models is not None else load_models(config)
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        frame_size = max(m.detector.input_size for m in self.models.values())
+        self.pipelines: list[CameraPipeline] = []
+        for site, camera in config.cameras():
+            rules = config.rules_for(camera)
+            by_model: dict[str, list[Rule]] = {}
+            for r in rules:
+                by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
+            reader = reader_factory(
+                camera.id,
+                camera.url,
+                analysis_fps=camera.analysis_fps,
+                frame_size=frame_size,
+                open_timeout_s=config.worker.open_timeout_s,
+                read_timeout_s=config.worker.read_timeout_s,
+                backoff_max_s=config.worker.backoff_max_s,
+                loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
+            )
+            self.pipelines.append(
+                CameraPipeline(
+                    site=site,
+                    camera=camera,
+                    reader=reader,
+                    trackers={m: IouTracker() for m in by_model},
+                    engines={m: RuleEngine(rs) for m, rs in by_model.items()},
+                    rule_titles={r.name: r.title for r in rules},
+                )
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for p in self.pipelines:
+            p.reader.start()
+        self._thread = threading.Thread(target=self._run, name="worker-loop", daemon=True)
+        self._thread.start()
+        log.info("worker started: %d cameras, models %s", len(self.pipelines), ", ".join(self.models))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        now = time.time()
+        for p in self.pipelines:
+            for model, engine in p.engines.items():
+                for rule_event in engine.flush(now):
+                    self._emit(p, model, None, rule_event, now)
+            p.reader.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once() == 0:
+                    time.sleep(IDLE_SLEEP_S)
+            except Exception:  # a bug in one tick must not end monitoring of every camera
+                log.exception("worker tick failed")
+                time.sleep(0.5)
+
+    # -- one tick --------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Analyse the newest frame of every camera that has one; returns the number of frames analysed."""
+        now = time.time()
+        ready: list[tuple[CameraPipeline, Frame]] = []
+        for p in self.pipelines:
+            frame = p.reader.latest(max_age_s=self.config.worker.frame_max_age_s)
+            if frame is not None:
+                ready.append((p, frame))
+            elif p.open and now - p.last_frame_at > SILENT_CAMERA_S:
+                self._feed_silence(p, now)
+        for model_name, model in self.models.items():
+            batch = [(p, f) for p, f in ready if model_name in p.engines]
+            if batch:
+                self._analyse(model_name, model, batch)
+        for p, f in ready:
+            p.last_frame_at = f.captured_at
+            p.last_frame = f
+            FRAMES_ANALYSED.labels(p.camera.id).inc()
+            self.stats.frames_analysed[p.camera.id] = self.stats.frames_analysed.get(p.camera.id, 0) + 1
+        return len(ready)
+
+    def _analyse(self, model_name: str, model: LoadedModel, batch: list[tuple[CameraPipeline, Frame]]) -> None:
+        t0 = time.perf_counter()
+        results = model.detector.detect([f.image for _, f in batch], orig_sizes=[f.orig_size for _, f in batch])
+        elapsed = time.perf_counter() - t0
+        INFERENCE_SECONDS.labels(model_name).observe(elapsed)
+        BATCH_SIZE.labels(model_name).observe(len(batch))
+        self.stats.inference_s.append(elapsed)
+        self.stats.batch_sizes.append(len(batch))
+        for (p, frame), detections in zip(batch, results, strict=True):
+            tracked = p.trackers[model_name].update(detections, frame.captured_at)
+            w, h = frame.orig_size
+            for rule_event in p.engines[model_name].process(tracked, model.detector.names, frame.captured_at, w, h):
+                self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+
+    def _feed_silence(self, p: CameraPipeline, now: float) -> None:
+        for model_name, engine in p.engines.items():
+            w, h = p.last_frame.orig_size if p.last_frame else (0, 0)
+            for rule_event in engine.process(Detections.empty(), self.models[model_name].detector.names, now, w, h):
+                self._emit(p, model_name, None, rule_event, now)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        p: CameraPipeline,
+        model_name: str,
+        seen: tuple[Frame, Detections] | None,
+        rule_event: RuleEvent,
+        frame_time: float,
+    ) -> None:
+        model = self.models[model_name]
+        key = (rule_event.rule, rule_event.track_id)
+        boxes = [Box(label=c, score=s, xyxy=tuple(b), track_id=t) for c, s, b, t in rule_event.boxes]
+        previous = p.open.get(key)
+        if rule_event.phase == "open" or previous is None:
+            if rule_event.phase != "open":
+                return  # an update for a violation this worker never opened (e.g. after a restart)
+            event = Event(
+                id=new_event_id(rule_event.started_at),
+                phase="open",
+                rule=rule_event.rule,
+                rule_title=p.rule_titles.get(rule_event.rule, ""),
+                site=p.site.id,
+                camera=p.camera.id,
+                camera_name=p.camera.display_name,
+                class_name=rule_event.class_name,
+                track_id=rule_event.track_id,
+                score=rule_event.score,
+                started_at=utc(rule_event.started_at),
+                updated_at=utc(rule_event.at),
+                boxes=boxes,
+                frame_size=seen[0].orig_size if seen else (0, 0),
+                model=ModelRef(name=model_name, version=model.version),
+            )
+            if seen is not None:
+                event.snapshot, event.snapshot_sha256 = self._snapshot(p, event, *seen, highlight=rule_event)
+        else:
+            event = previous.model_copy(
+                update={
+                    "phase": rule_event.phase,
+                    "revision": previous.revision + 1,
+                    "score": max(previous.score, rule_event.score),
+                    "updated_at": utc(rule_event.at),
+                    "ended_at": utc(rule_event.ended_at) if rule_event.ended_at is not None else None,
+                    "boxes": boxes or previous.boxes,
+                }
+            )
+        if event.phase == "closed":
+            p.open.pop(key, None)
+        else:
+            p.open[key] = event
+        self.bus.publish(event)
+        EVENTS_PUBLISHED.labels(event.rule, event.phase).inc()
+        self.stats.events_published += 1
+        if event.phase == "open":
+            self.stats.event_latency_s.append(time.time() - frame_time)
+        log.info(
+            "event %s %s rule=%s camera=%s track=%d score=%.2f",
+            event.phase, event.id, event.rule, event.camera, event.track_id, event.score,
+        )
+
+    def _snapshot(
+        self, p: CameraPipeline, event: Event, frame: Frame, detections: Detections, highlight: RuleEvent
+    ) -> tuple[str, str]:
+        names = self.models[event.model.name].detector.names
+        # Full-resolution colour conversion happens only here, for the frames that become evidence.
+        image = annotate(
+            frame.full_bgr(),
+            detections,
+            names,
+            title=f"{p.camera.display_name}  {utc(frame.captured_at):%Y-%m-%d %H:%M:%S} UTC  {event.rule}",
+            highlight={highlight.class_name},
+        )
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return self.snapshots.save(event.id, np.asarray(jpeg).tobytes(), frame.captured_at)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def camera_status(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self.pipelines:
+            status = p.reader.status().to_dict()
+            last = status.get("last_frame_at")
+            status.update(
+                id=p.camera.id,
+                name=p.camera.display_name,
+                site=p.site.id,
+                url=redact_url(p.camera.url),
+                last_frame_at=utc(last) if last else None,
+            )
+            out.append(status)
+        return out

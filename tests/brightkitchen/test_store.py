@@ -1,0 +1,91 @@
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from brightkitchen.events import Box, Event, ModelRef, new_event_id
+from brightkitchen.migrations import available, current_version
+from brightkitchen.store import EventQuery, EventStore, StoreError
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def make_event(i: int, **kw) -> Event:
+    started = T0 + timedelta(seconds=i)
+    data = dict(
+        id=new_event_id(started.timestamp()),
+        phase="open",
+        rule="no_hat",
+        site="s1",
+        camera="c1",
+        class_name="head_bare",
+        track_id=i,
+        score=0.9,
+        started_at=started,
+        updated_at=started,
+        boxes=[Box(label="head_bare", score=0.9, xyxy=(1, 2, 3, 4), track_id=i)],
+        frame_size=(1280, 720),
+        model=ModelRef(name="m", version="1"),
+    )
+    data.update(kw)
+    return Event(**data)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EventStore(f"sqlite:///{tmp_path}/db/events.db")
+    yield s
+    s.close()
+
+
+def test_event_ids_are_unique_and_time_ordered():
+    ids = [new_event_id(1_700_000_000 + i) for i in range(100)]
+    assert len(set(ids)) == 100 and ids == sorted(ids)
+    assert all(len(i) == 32 and i[12] == "7" for i in ids)
+
+
+def test_migrations_apply_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/m.db"
+    first = EventStore(url)
+    assert first.applied_migrations == [f"{v:04d}_{n}" for v, n, _ in available()]
+    first.close()
+    second = EventStore(url)
+    assert second.applied_migrations == []
+    second.close()
+    assert current_version(sqlite3.connect(tmp_path / "m.db")) == available()[-1][0]
+
+
+def test_upsert_keeps_newest_revision_and_deduplicates(store):
+    e = make_event(0)
+    assert store.upsert(e)
+    assert not store.upsert(e)  # same revision again: duplicate
+    closed = e.model_copy(update={"phase": "closed", "revision": 3, "ended_at": T0 + timedelta(seconds=9)})
+    assert store.upsert(closed)
+    assert not store.upsert(e.model_copy(update={"phase": "updated", "revision": 2}))  # late, older
+    got = store.get(e.id)
+    assert got.phase == "closed" and got.revision == 3 and got.ended_at == T0 + timedelta(seconds=9)
+    assert store.count() == 1
+
+
+def test_list_filters_and_cursor_pagination(store):
+    events = [make_event(i, camera=f"c{i % 2}", rule="smoking" if i % 3 == 0 else "no_hat") for i in range(25)]
+    for e in events:
+        store.upsert(e)
+    seen, cursor = [], None
+    while True:
+        items, cursor = store.list(EventQuery(limit=7, cursor=cursor))
+        seen += items
+        if cursor is None:
+            break
+    assert [e.id for e in seen] == [e.id for e in reversed(events)]  # newest first, each exactly once
+    items, _ = store.list(EventQuery(camera="c1", rule="no_hat", limit=100))
+    assert {e.id for e in items} == {e.id for e in events if e.camera == "c1" and e.rule == "no_hat"}
+    items, _ = store.list(EventQuery(since=T0 + timedelta(seconds=5), until=T0 + timedelta(seconds=8)))
+    assert [e.track_id for e in items] == [7, 6, 5]
+    with pytest.raises(StoreError, match="malformed cursor"):
+        store.list(EventQuery(cursor="!!not-a-cursor"))
+
+
+def test_unsupported_database_url():
+    with pytest.raises(StoreError, match="expected sqlite"):
+        EventStore("postgres://localhost/x")
