@@ -283,8 +283,9 @@ class Worker:
             frame.full_bgr(),
             detections,
             names,
-            title=f"{p.camera.display_name}  {utc(frame.captured_at):%Y-%m-%d %H:%M:%S} UTC  {event.rule}",
+            title=f"{p.camera.display_name}  {event.rule}",
             highlight={highlight.class_name},
+            timestamp=frame.captured_at,
         )
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:

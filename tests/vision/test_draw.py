@@ -1,0 +1,47 @@
+import numpy as np
+
+from vision.detections import Detections
+from vision.draw import BAR, GREEN, RED, annotate
+
+NAMES = ["person", "no_hat"]
+
+
+def test_boxes_coloured_by_highlight_and_title_bar_drawn():
+    frame = np.full((480, 640, 3), 255, dtype=np.uint8)
+    dets = Detections(
+        np.array([[100, 200, 200, 400], [400, 200, 500, 300]]),
+        np.array([0.87, 0.6]),
+        np.array([0, 1]),
+        np.array([3, 4]),
+    )
+    out = annotate(frame, dets, NAMES, title="cam-1", highlight={"no_hat"}, timestamp=1_700_000_000.0)
+    assert out.shape == frame.shape and out is not frame
+    assert (frame == 255).all()  # the input frame is not drawn on
+    # Bottom edges of the boxes (labels are drawn at the top).
+    assert tuple(out[400, 150]) == GREEN
+    assert tuple(out[300, 450]) == RED
+    # The title bar spans the top of the frame; its left corner stays bar-coloured.
+    assert tuple(out[1, 1]) == BAR and tuple(out[1, 630]) == BAR
+    # Inside the boxes the image is untouched.
+    assert (out[350, 120:180] == 255).all()
+
+
+def test_handles_empty_detections_non_ascii_titles_and_tiny_frames():
+    frame = np.zeros((60, 80, 3), dtype=np.uint8)
+    out = annotate(frame, Detections.empty(), NAMES, title="后厨 camera", highlight=set())
+    assert out.shape == frame.shape
+    assert (out[0, 0] == BAR).all()
+    assert (out[:15] > 128).all(axis=2).any()  # white title text in the bar
+    assert (out[20:] == 0).all()  # nothing drawn below it
+
+
+def test_timestamp_is_added_to_the_title():
+    frame = np.zeros((240, 640, 3), dtype=np.uint8)
+    plain = annotate(frame, Detections.empty(), NAMES, title="cam-1", highlight=set())
+    timed = annotate(frame, Detections.empty(), NAMES, title="cam-1", highlight=set(), timestamp=0.0)
+
+    # The time follows the title: the bar's text reaches much further right.
+    def text_end(image: np.ndarray) -> int:
+        return int(np.flatnonzero((image[:20] > 128).any(axis=(0, 2))).max())
+
+    assert text_end(timed) > text_end(plain) + 100
