@@ -1,0 +1,500 @@
+"""One thread per camera: pull the stream, decode only what will be analysed, keep the newest frame.
+
+A `CameraReader` owns one source (an RTSP URL or a video file) and never blocks anything but its own
+thread. It
+
+- opens the source with PyAV with open and read timeouts, so a hung camera times out instead of
+  blocking forever, and reconnects with exponential backoff and full jitter; the end of a live stream
+  is a disconnect too;
+- decodes keyframes only (`skip_frame = "NONKEY"`) when the analysis rate is at or below the keyframe
+  rate it measures on the stream, and otherwise decodes every frame but converts colour only for the
+  frames that are due;
+- converts straight to analysis size (long side = `frame_size`) in BGR, and keeps the decoded frame so
+  a full-resolution snapshot is made only when an event needs one;
+- hands frames over through a one-slot mailbox that holds only the newest frame; a consumer that asks
+  for a maximum age never gets an older frame.
+
+Files behave like cameras: they are replayed at their native frame rate (by timestamps) and, with
+`loop_file`, forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import av.error
+import numpy as np
+
+from streams.status import DECODE_ALL_FRAMES, DECODE_KEYFRAMES, CameraStatus, RateMeter
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
+# Consecutive undecodable packets tolerated before the source counts as broken (a lost packet on a
+# live stream spoils a few frames, not dozens).
+MAX_DECODE_ERRORS_IN_A_ROW = 25
+# Timestamps that jump back, or forward by more than this, are a discontinuity (file loop, camera
+# restart, clock reset): the reader's timeline glues them on instead of following them.
+MAX_TIMESTAMP_GAP_S = 5.0
+DEFAULT_FRAME_RATE = 25.0
+
+
+@dataclass(eq=False)
+class Frame:
+    """A frame due for analysis: BGR at analysis size, plus the decoded frame for full-size snapshots."""
+
+    camera_id: str
+    image: np.ndarray
+    orig_size: tuple[int, int]
+    captured_at: float
+    seq: int
+    av_frame: av.VideoFrame = field(repr=False)
+
+    def full_bgr(self) -> np.ndarray:
+        """The frame at the camera's full resolution in BGR (converted only when asked for)."""
+        return self.av_frame.to_ndarray(format="bgr24")
+
+
+class SourceError(Exception):
+    """A source failed; the message is what operators see in the camera status."""
+
+
+def analysis_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the long side scaled down to `long_side`, keeping the aspect; never scales up."""
+    if long_side <= 0 or max(width, height) <= long_side:
+        return width, height
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def is_live_url(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in LIVE_SCHEMES
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def describe_error(error: BaseException, *, phase: str, timeout_s: float, elapsed_s: float) -> str:
+    """A short, clear message for a failure while opening ("open") or reading ("read") a source."""
+    if isinstance(error, SourceError):
+        return str(error)
+    timed_out = isinstance(error, av.error.ExitError | TimeoutError)
+    # While opening, FFmpeg's RTSP client reports an interrupted handshake as invalid data; the time
+    # it took tells the two apart.
+    if timed_out or (phase == "open" and elapsed_s >= 0.95 * timeout_s):
+        return f"{phase} timed out after {timeout_s:g} s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    if isinstance(error, av.error.InvalidDataError):
+        return f"invalid data: {reason}"
+    return f"{phase} failed: {reason}"
+
+
+class Timeline:
+    """Seconds on a continuous stream clock built from packet timestamps.
+
+    Packets without a timestamp (raw H.264 files, the first packet of an RTSP session) get the previous
+    time plus one frame; jumps (backwards, or forward by more than MAX_TIMESTAMP_GAP_S) are glued on
+    one frame after the previous packet, so a looping file or a restarted camera reads as one clock.
+    """
+
+    def __init__(self, frame_duration_s: float) -> None:
+        self.frame_duration_s = frame_duration_s
+        self._offset = 0.0
+        self._last: float | None = None
+
+    def stamp(self, timestamp_s: float | None) -> float:
+        if self._last is None:
+            now = 0.0 if timestamp_s is None else timestamp_s
+            self._offset = -now  # the clock starts at 0
+        elif timestamp_s is None:
+            now = self._last + self.frame_duration_s - self._offset
+        else:
+            now = timestamp_s
+            step = now + self._offset - self._last
+            if step < 0 or step > MAX_TIMESTAMP_GAP_S:
+                self._offset = self._last + self.frame_duration_s - now
+        self._last = now + self._offset
+        return self._last
+
+
+class Sampler:
+    """Picks the frames due for analysis at `fps` on the stream clock, without drifting in phase."""
+
+    def __init__(self, fps: float) -> None:
+        self.period_s = 1.0 / fps
+        # Camera timestamps jitter; a frame a little early for its slot still takes it.
+        self.tolerance_s = min(0.02, 0.25 * self.period_s)
+        self._next_due: float | None = None
+
+    def restart(self) -> None:
+        """Make the next frame due and count the period from it."""
+        self._next_due = None
+
+    def due(self, t: float) -> bool:
+        if self._next_due is not None and t < self._next_due - self.tolerance_s:
+            return False
+        if self._next_due is None or t >= self._next_due + self.period_s:
+            self._next_due = t + self.period_s  # first frame, or fell behind: restart the phase here
+        else:
+            self._next_due += self.period_s
+        return True
+
+
+class DecodePolicy:
+    """Chooses keyframes-only or all-frames decoding from the keyframe interval seen on the stream.
+
+    Keyframes only when every recent keyframe interval is at most the analysis period. Until an
+    interval is measured, all frames are decoded (switching to keyframes is safe at any keyframe;
+    switching back happens only at a keyframe too, so the decoder never misses a reference frame).
+    With `keyframe_fps` given, the mode is fixed from it and nothing is measured.
+    """
+
+    RECENT_INTERVALS = 3
+
+    def __init__(self, analysis_fps: float, keyframe_fps: float | None = None) -> None:
+        self.analysis_fps = analysis_fps
+        self.period_s = 1.0 / analysis_fps
+        self._slack_s = 0.01 * self.period_s
+        self._last_keyframe_t: float | None = None
+        self._intervals: deque[float] = deque(maxlen=self.RECENT_INTERVALS)
+        self.configured = keyframe_fps is not None
+        if keyframe_fps is not None:
+            if keyframe_fps <= 0:
+                raise ValueError("keyframe_fps must be positive")
+            keyframes = analysis_fps <= keyframe_fps * 1.01
+            self.mode = DECODE_KEYFRAMES if keyframes else DECODE_ALL_FRAMES
+            self.reason = self._explain(1.0 / keyframe_fps, "configured keyframe interval")
+        else:
+            self.mode = DECODE_ALL_FRAMES
+            self.reason = "measuring the keyframe interval; decoding all frames until then"
+
+    @property
+    def keyframe_interval_s(self) -> float | None:
+        return max(self._intervals) if self._intervals else None
+
+    def observe(self, t: float, is_keyframe: bool) -> None:
+        """Feed every packet's stream time; may change `mode` (only on a keyframe, before decoding it)."""
+        if not is_keyframe:
+            measuring = not self.configured and not self._intervals and self._last_keyframe_t is not None
+            waited = t - self._last_keyframe_t if measuring else 0.0
+            if waited > self.period_s + self._slack_s:
+                self.reason = (f"no keyframe within {waited:.2f} s; analysis at {self.analysis_fps:g} fps "
+                               f"needs a frame every {self.period_s:.2f} s: decoding all frames, converting "
+                               "only those analysed")
+            return
+        if self._last_keyframe_t is not None and t > self._last_keyframe_t:
+            self._intervals.append(t - self._last_keyframe_t)
+        self._last_keyframe_t = t
+        if self.configured or not self._intervals:
+            return
+        worst = max(self._intervals)
+        self.mode = DECODE_KEYFRAMES if worst <= self.period_s + self._slack_s else DECODE_ALL_FRAMES
+        self.reason = self._explain(worst, "keyframe interval")
+
+    def _explain(self, interval_s: float, source: str) -> str:
+        needs = f"analysis at {self.analysis_fps:g} fps needs a frame every {self.period_s:.2f} s"
+        if self.mode == DECODE_KEYFRAMES:
+            return f"{source} {interval_s:.2f} s; {needs}: decoding keyframes only"
+        return (f"{source} {interval_s:.2f} s is too long; {needs}: decoding all frames, "
+                "converting only those analysed")
+
+
+class CameraReader(threading.Thread):
+    """Reads one camera in its own daemon thread; `latest()` gives the newest analysed frame."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        url: str,
+        *,
+        analysis_fps: float,
+        frame_size: int,
+        open_timeout_s: float = 5.0,
+        read_timeout_s: float = 5.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        loop_file: bool = False,
+        keyframe_fps: float | None = None,
+    ) -> None:
+        super().__init__(name=f"camera-{camera_id}", daemon=True)
+        if analysis_fps <= 0:
+            raise ValueError(f"analysis_fps must be positive, got {analysis_fps}")
+        if frame_size < 0:
+            raise ValueError(f"frame_size must be 0 (native) or positive, got {frame_size}")
+        if min(open_timeout_s, read_timeout_s, backoff_initial_s) <= 0 or backoff_max_s < backoff_initial_s:
+            raise ValueError("timeouts and backoff must be positive, with backoff_max_s >= backoff_initial_s")
+        if keyframe_fps is not None and keyframe_fps <= 0:
+            raise ValueError(f"keyframe_fps must be positive, got {keyframe_fps}")
+        self.camera_id = camera_id
+        self.url = url
+        self.analysis_fps = analysis_fps
+        self.frame_size = frame_size
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.loop_file = loop_file
+        self.keyframe_fps = keyframe_fps
+        self.live = is_live_url(url)
+
+        self._stop_requested = threading.Event()
+        self._random = random.Random()
+        self._lock = threading.Lock()  # guards the mailbox and everything status() reports
+        self._mailbox: Frame | None = None
+        self._seq = 0
+        self._policy = DecodePolicy(analysis_fps, keyframe_fps)
+        self._input_rate = RateMeter()
+        self._analysed_rate = RateMeter()
+        self._connected = False
+        self._last_frame_at: float | None = None
+        self._reconnects = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._source_size: tuple[int, int] | None = None
+        self._counts = {"received": 0, "decoded": 0, "analysed": 0, "dropped_stale": 0}
+
+    # -- consumer side ---------------------------------------------------------------------------
+
+    def latest(self, max_age_s: float | None = None) -> Frame | None:
+        """Take the newest analysed frame, or None if there is nothing new (or it is older than max_age_s)."""
+        with self._lock:
+            frame, self._mailbox = self._mailbox, None
+            if frame is not None and max_age_s is not None and time.time() - frame.captured_at > max_age_s:
+                self._counts["dropped_stale"] += 1
+                return None
+        return frame
+
+    def status(self) -> CameraStatus:
+        with self._lock:
+            return CameraStatus(
+                camera_id=self.camera_id,
+                url=redact_url(self.url),
+                connected=self._connected,
+                decode_mode=self._policy.mode,
+                decode_mode_reason=self._policy.reason,
+                input_fps=round(self._input_rate.rate(), 2),
+                analysed_fps=round(self._analysed_rate.rate(), 2),
+                last_frame_at=self._last_frame_at,
+                reconnects=self._reconnects,
+                last_error=self._last_error,
+                last_error_at=self._last_error_at,
+                frames_received=self._counts["received"],
+                frames_decoded=self._counts["decoded"],
+                frames_analysed=self._counts["analysed"],
+                frames_dropped_stale=self._counts["dropped_stale"],
+                keyframe_interval_s=self._policy.keyframe_interval_s,
+                source_size=self._source_size,
+            )
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask the thread to end and wait for it (it notices within the open or read timeout)."""
+        self._stop_requested.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(max(self.open_timeout_s, self.read_timeout_s) + 2.0 if timeout_s is None else timeout_s)
+
+    # -- reader thread ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        failures = 0
+        while not self._stop_requested.is_set():
+            analysed_before = self._counts["analysed"]
+            finished = False
+            try:
+                finished = self._read_source()
+            except SourceError as error:
+                self._set_error(str(error))
+            except Exception as error:  # a bug must not end this camera's reader for good
+                log.exception("camera %s: unexpected reader error", self.camera_id)
+                self._set_error(f"unexpected error: {error!r}")
+            with self._lock:
+                self._connected = False
+            if finished or self._stop_requested.is_set():
+                break
+            # A session that delivered frames was healthy: start the backoff over.
+            failures = 1 if self._counts["analysed"] > analysed_before else failures + 1
+            # Exponential backoff with full jitter, so cameras behind one failed switch do not retry in step.
+            ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1))
+            delay = self._random.uniform(0.0, ceiling)
+            log.info("camera %s: %s; reconnecting in %.1f s", self.camera_id, self._last_error, delay)
+            if self._stop_requested.wait(delay):
+                break
+            with self._lock:
+                self._reconnects += 1
+
+    def _set_error(self, message: str) -> None:
+        with self._lock:
+            self._last_error = message
+            self._last_error_at = time.time()
+
+    def _open(self) -> av.container.InputContainer:
+        options = {}
+        if self.live:
+            options = {"rtsp_transport": "tcp", "timeout": str(int(self.open_timeout_s * 1e6))}
+        started = time.monotonic()
+        try:
+            return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
+        except (av.error.FFmpegError, OSError) as error:
+            elapsed = time.monotonic() - started
+            raise SourceError(describe_error(error, phase="open", timeout_s=self.open_timeout_s,
+                                             elapsed_s=elapsed)) from error
+
+    def _read_source(self) -> bool:
+        """Read until the source fails (SourceError) or ends; True when reading is over for good.
+
+        A live stream that ends has failed. A file ends for good after one pass, or, with `loop_file`,
+        is reopened at its end on the same stream clock, without backoff.
+        """
+        session = _Session(DecodePolicy(self.analysis_fps, self.keyframe_fps), Sampler(self.analysis_fps))
+        while not self._stop_requested.is_set():
+            container = self._open()
+            try:
+                packets = self._read_pass(container, session)
+            except (av.error.FFmpegError, OSError) as error:
+                if self._stop_requested.is_set():
+                    break
+                raise SourceError(describe_error(error, phase="read", timeout_s=self.read_timeout_s,
+                                                 elapsed_s=0.0)) from error
+            finally:
+                container.close()
+            if self._stop_requested.is_set():
+                break
+            if self.live:
+                raise SourceError("end of stream")
+            if packets == 0 or session.frames_decoded == 0:
+                raise SourceError("invalid data: the file holds no decodable video frame")
+            if not self.loop_file:
+                break
+        return True
+
+    def _read_pass(self, container: av.container.InputContainer, session: _Session) -> int:
+        """Demux and decode one opened container to its end -> the number of video packets read."""
+        if not container.streams.video:
+            raise SourceError("no video stream in the source")
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        # One decoder thread per camera: cheaper with many cameras and no frame-threading delay.
+        codec.thread_count = 1
+        codec.skip_frame = "NONKEY" if session.policy.mode == DECODE_KEYFRAMES else "DEFAULT"
+        if session.timeline is None:
+            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FRAME_RATE
+            session.timeline = Timeline(1.0 / float(rate))
+        session.seen_keyframe = False
+        session.decode_errors_in_a_row = 0
+        with self._lock:
+            self._connected = True
+            self._policy = session.policy
+        packets = 0
+        for packet in container.demux(stream):
+            if self._stop_requested.is_set():
+                break
+            if packet.size:  # an empty packet only marks the end
+                packets += 1
+                self._on_packet(codec, packet, session)
+        return packets
+
+    def _on_packet(self, codec: av.VideoCodecContext, packet: av.Packet, session: _Session) -> None:
+        timestamp = packet.pts if packet.pts is not None else packet.dts
+        t = session.timeline.stamp(None if timestamp is None else float(timestamp * packet.time_base))
+        with self._lock:
+            self._counts["received"] += 1
+            self._input_rate.record()
+        if not self.live:
+            self._pace(session, t)
+        session.seen_keyframe = session.seen_keyframe or packet.is_keyframe
+        if not session.seen_keyframe:
+            return  # nothing before the first keyframe can be decoded
+        with self._lock:
+            mode_before = session.policy.mode
+            session.policy.observe(t, packet.is_keyframe)
+            keyframes_only = session.policy.mode == DECODE_KEYFRAMES
+        if session.policy.mode != mode_before:
+            codec.skip_frame = "NONKEY" if keyframes_only else "DEFAULT"
+            session.sampler.restart()  # the new mode samples other frames; start its phase here
+            if keyframes_only:
+                codec.flush_buffers()  # drop pictures still held for reordering; a keyframe comes next
+            log.info("camera %s: %s", self.camera_id, session.policy.reason)
+        if keyframes_only:
+            # A keyframe that is not due is not even decoded: each one stands alone.
+            if packet.is_keyframe and session.sampler.due(t):
+                for frame in self._decode(codec, packet, session, drain=True):
+                    self._deliver(frame)
+            return
+        for frame in self._decode(codec, packet, session, drain=False):
+            if session.sampler.due(t):
+                self._deliver(frame)
+
+    def _decode(self, codec: av.VideoCodecContext, packet: av.Packet, session: _Session, *,
+                drain: bool) -> list[av.VideoFrame]:
+        try:
+            frames = codec.decode(packet)
+            if drain and not frames:
+                # A decoder that reorders (B-frames) holds a picture back until later pictures arrive,
+                # a GOP or more from now in keyframes mode; drain it, then reset it for the next keyframe.
+                frames = codec.decode(None)
+                codec.flush_buffers()
+        except av.error.InvalidDataError as error:
+            session.decode_errors_in_a_row += 1
+            if session.decode_errors_in_a_row >= MAX_DECODE_ERRORS_IN_A_ROW:
+                raise SourceError(f"invalid data: {session.decode_errors_in_a_row} packets in a row failed "
+                                  f"to decode ({error.strerror})") from error
+            return []
+        session.decode_errors_in_a_row = 0
+        session.frames_decoded += len(frames)
+        with self._lock:
+            self._counts["decoded"] += len(frames)
+        return frames
+
+    def _pace(self, session: _Session, t: float) -> None:
+        """Hold a file's packets back to their timestamps so it plays like a live camera."""
+        now = time.monotonic()
+        if session.wall_anchor is None or now - (session.wall_anchor + t) > 1.0:
+            session.wall_anchor = now - t  # first packet, or decoding fell behind: do not burst to catch up
+            return
+        delay = session.wall_anchor + t - now
+        if delay > 0:
+            self._stop_requested.wait(delay)
+
+    def _deliver(self, frame: av.VideoFrame) -> None:
+        width, height = analysis_size(frame.width, frame.height, self.frame_size)
+        image = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
+        captured_at = time.time()
+        with self._lock:
+            self._seq += 1
+            self._mailbox = Frame(self.camera_id, image, (frame.width, frame.height), captured_at, self._seq,
+                                  av_frame=frame)
+            self._counts["analysed"] += 1
+            self._analysed_rate.record()
+            self._last_frame_at = captured_at
+            self._source_size = (frame.width, frame.height)
+
+
+@dataclass
+class _Session:
+    """One connection's state (for a looping file, across its passes): clock, policy, sampler, counts."""
+
+    policy: DecodePolicy
+    sampler: Sampler
+    timeline: Timeline | None = None
+    wall_anchor: float | None = None
+    seen_keyframe: bool = False
+    decode_errors_in_a_row: int = 0
+    frames_decoded: int = 0

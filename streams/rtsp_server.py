@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""Loopback RTSP server that replays H.264 Annex-B files forever, without re-encoding.
+
+Stands in for real cameras in tests, benchmarks and the demo. Run it with the system Python, the one
+that has python3-gi (GStreamer's RTSP server bindings); it imports nothing but the standard library
+and gi, so it works without the project's virtualenv:
+
+    /usr/bin/python3 streams/rtsp_server.py --port 8554 --mount /cam1=cam1.h264 --mount /cam2=cam2.h264
+
+It prints exactly one line, "READY rtsp://127.0.0.1:PORT", on stdout once it listens (launchers wait
+for it) and logs to stderr. SIGTERM or SIGINT stops it. `--check` only verifies that GStreamer and the
+elements it needs are present.
+
+Each file is split into access units once, at start; an appsrc then pushes them round and round with
+timestamps that keep increasing across loops (a segment seek would restart them at zero), and the
+RTSP sinks pace them by the clock at --fps. Each mount's pipeline is shared by all its clients, like a
+camera that serves several viewers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay")
+START_CODE = b"\x00\x00\x01"
+NAL_IDR, NAL_NON_IDR = 5, 1
+# NAL types that, after a picture's slices, open the next access unit (H.264 7.4.1.2.3).
+NAL_OPENS_ACCESS_UNIT = {6, 7, 8, 9, 14, 15, 16, 17, 18}
+
+
+def split_nal_units(data: bytes) -> list[bytes]:
+    """NAL unit payloads of an Annex-B byte stream, without their start codes."""
+    starts = []
+    position = data.find(START_CODE)
+    while position >= 0:
+        starts.append(position + len(START_CODE))
+        position = data.find(START_CODE, position + len(START_CODE))
+    units = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1] - len(START_CODE) if index + 1 < len(starts) else len(data)
+        # A NAL unit never ends in a zero byte; trailing zeros belong to the next 4-byte start code.
+        unit = data[start:end].rstrip(b"\x00")
+        if unit:
+            units.append(unit)
+    return units
+
+
+def access_units(units: list[bytes]) -> list[tuple[bytes, bool]]:
+    """Group NAL units into access units (one picture each) -> [(annex-b bytes, is_idr)]."""
+    grouped: list[list[bytes]] = []
+    current: list[bytes] = []
+    has_slice = False
+    for unit in units:
+        nal_type = unit[0] & 0x1F
+        is_slice = nal_type in (NAL_IDR, NAL_NON_IDR)
+        # first_mb_in_slice is the first ue(v) of the slice header: a leading 1 bit means it is 0,
+        # i.e. the first slice of a new picture.
+        first_slice = is_slice and len(unit) > 1 and bool(unit[1] & 0x80)
+        if has_slice and (nal_type in NAL_OPENS_ACCESS_UNIT or first_slice):
+            grouped.append(current)
+            current, has_slice = [], False
+        current.append(unit)
+        has_slice = has_slice or is_slice
+    if current and has_slice:
+        grouped.append(current)
+    return [
+        (b"".join(b"\x00\x00\x00\x01" + unit for unit in group), any(u[0] & 0x1F == NAL_IDR for u in group))
+        for group in grouped
+    ]
+
+
+def load_loop(path: Path) -> list[bytes]:
+    """Access units of an H.264 file, starting at its first IDR so every loop starts decodable."""
+    data = path.read_bytes()
+    if not data.startswith(START_CODE) and not data.startswith(b"\x00" + START_CODE):
+        raise ValueError(f"{path} is not an H.264 Annex-B elementary stream (no start code)")
+    units = access_units(split_nal_units(data))
+    first_idr = next((index for index, (_, is_idr) in enumerate(units) if is_idr), None)
+    if first_idr is None:
+        raise ValueError(f"{path} has no IDR frame")
+    return [unit for unit, _ in units[first_idr:]]
+
+
+class LoopingFeeder:
+    """Feeds one media pipeline's appsrc with the clip's access units, round and round."""
+
+    def __init__(self, units: list[bytes], fps: float) -> None:
+        self.units = units
+        self.fps = fps
+        self.sent = 0
+
+    def timestamp(self, index: int) -> int:
+        return round(index * Gst.SECOND / self.fps)
+
+    def on_need_data(self, appsrc: Gst.Element, _length: int) -> None:
+        buffer = Gst.Buffer.new_wrapped(self.units[self.sent % len(self.units)])
+        buffer.pts = buffer.dts = self.timestamp(self.sent)
+        buffer.duration = self.timestamp(self.sent + 1) - buffer.pts
+        self.sent += 1
+        appsrc.emit("push-buffer", buffer)
+
+
+class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
+    """One mount: a pipeline per prepared media, shared by all of the mount's clients."""
+
+    def __init__(self, units: list[bytes], fps: float) -> None:
+        super().__init__()
+        self.units = units
+        self.fps = fps
+        fraction = Fraction(fps).limit_denominator(1001)
+        caps = (f"video/x-h264,stream-format=byte-stream,alignment=au,"
+                f"framerate={fraction.numerator}/{fraction.denominator}")
+        self.set_launch(
+            f'( appsrc name=src format=time is-live=false caps="{caps}" '
+            "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        )
+        self.set_shared(True)
+        self.connect("media-configure", self.on_media_configure)
+
+    def on_media_configure(self, _factory: GstRtspServer.RTSPMediaFactory,
+                           media: GstRtspServer.RTSPMedia) -> None:
+        # A fresh pipeline starts its clock at zero, so its timestamps start at zero too.
+        # The signal connection holds the feeder for as long as the pipeline lives.
+        feeder = LoopingFeeder(self.units, self.fps)
+        media.get_element().get_by_name("src").connect("need-data", feeder.on_need_data)
+
+
+def parse_mount(text: str) -> tuple[str, Path]:
+    mount, separator, file_name = text.partition("=")
+    if not separator or not mount.startswith("/") or not file_name:
+        raise argparse.ArgumentTypeError(f"--mount wants /path=file.h264, got {text!r}")
+    return mount, Path(file_name)
+
+
+def check_elements() -> list[str]:
+    return [name for name in REQUIRED_ELEMENTS if Gst.ElementFactory.find(name) is None]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8554)
+    parser.add_argument("--mount", type=parse_mount, action="append", default=[], metavar="/PATH=FILE.h264")
+    parser.add_argument("--fps", type=float, default=25.0, help="frame rate the files are replayed at")
+    parser.add_argument("--check", action="store_true", help="only check that GStreamer is usable")
+    args = parser.parse_args()
+
+    Gst.init(None)
+    missing = check_elements()
+    if missing:
+        print(f"missing GStreamer elements: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"OK {Gst.version_string()}")
+        return 0
+    if not args.mount:
+        parser.error("at least one --mount is needed")
+    if args.fps <= 0:
+        parser.error("--fps must be positive")
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    mounts = server.get_mount_points()
+    for mount, path in args.mount:
+        try:
+            units = load_loop(path)
+        except (OSError, ValueError) as error:
+            print(f"cannot serve {mount}: {error}", file=sys.stderr)
+            return 1
+        mounts.add_factory(mount, LoopingFileFactory(units, args.fps))
+        print(f"{mount}: {path} ({len(units)} frames at {args.fps:g} fps, looping)", file=sys.stderr)
+
+    loop = GLib.MainLoop()
+    if server.attach(None) == 0:
+        print(f"cannot listen on 127.0.0.1:{args.port} (port in use?)", file=sys.stderr)
+        return 1
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, loop.quit)
+    print(f"READY rtsp://127.0.0.1:{server.get_bound_port()}", flush=True)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
