@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.cards import ModelCard, builtin_model_path, find_card
-
 from brightkitchen.config import Config, ModelConfig
+from models.cards import ModelCard, builtin_model_path, find_card
 from vision.detector import YoloDetector
 
 log = logging.getLogger("streams.detectors")

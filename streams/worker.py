@@ -18,11 +18,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
-from vision.draw import annotate
-from vision.rules import Rule, RuleEngine, RuleEvent
-from vision.schedule import Schedule, Window
-from vision.tracker import IouTracker
-from vision.zones import PolygonZone
 
 from brightkitchen.bus import Bus
 from brightkitchen.config import CameraConfig, Config, RuleConfig, SiteConfig
@@ -32,6 +27,11 @@ from brightkitchen.snapshots import SnapshotStore
 from streams.detectors import LoadedModel, load_models
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
+from vision.draw import annotate
+from vision.rules import Rule, RuleEngine, RuleEvent
+from vision.schedule import Schedule, Window
+from vision.tracker import IouTracker
+from vision.zones import PolygonZone
 
 log = logging.getLogger("streams.worker")
 

@@ -22,7 +22,6 @@ DEMO_VIDEO_NAME = "demo-kitchen-v1.h264"
 def demo_video(data_dir: Path) -> Path:
     """The demo clip, rendered once by the project's own code (1280x720 H.264, 1 s GOP) and cached."""
     from models.synthetic import render_demo_frames
-
     from streams.testclip import encode_h264
 
     path = data_dir / DEMO_VIDEO_NAME

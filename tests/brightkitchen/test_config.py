@@ -50,7 +50,7 @@ def test_good_config_loads_and_resolves_paths(tmp_path):
 
 
 def test_unknown_key_is_named_with_its_path(tmp_path):
-    bad = GOOD.replace("analysis_fps", "x").replace("    timezone: Asia/Shanghai", "    timezone: Asia/Shanghai\n    tmezone: x")
+    bad = GOOD.replace("    timezone: Asia/Shanghai", "    timezone: Asia/Shanghai\n    tmezone: x")
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, bad), environ={})
     assert ("sites[0].tmezone", "unknown key (not allowed here)") in e.value.errors
