@@ -87,6 +87,22 @@ class ModelConfig(Strict):
     max_batch: int = Field(8, ge=1)
 
 
+class ClassifierConfig(Strict):
+    """A crop classifier run on the boxes of one class of a detector (face -> mask / no_mask, ...).
+
+    Its labels replace the class of the boxes it classifies, so rules can name them."""
+
+    name: Identifier
+    path: str = Field(description="ONNX classifier (ultralytics classify export), relative to the config file")
+    detector: Identifier = Field(description="name of the model whose boxes it classifies")
+    on_class: str = Field(description="detector class whose boxes are classified")
+    version: str | None = None
+    provider: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = "auto"
+    threads: int = Field(0, ge=0)
+    min_score: float = Field(0.5, ge=0, le=1, description="lowest top-label probability that relabels a box")
+    expand: float = Field(0.1, ge=0, le=1, description="box growth on each side before cropping")
+
+
 class RuleConfig(Strict):
     name: Identifier
     title: str = ""
@@ -129,6 +145,7 @@ class WorkerConfig(Strict):
 class Config(Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
+    classifiers: list[ClassifierConfig] = []
     rules: list[RuleConfig] = []
     storage: StorageConfig = StorageConfig()
     bus: BusConfig = BusConfig()
@@ -144,6 +161,10 @@ class Config(Strict):
         _unique("models", [m.name for m in self.models])
         _unique("rules", [r.name for r in self.rules])
         models = {m.name for m in self.models}
+        _unique("models and classifiers", [m.name for m in self.models] + [c.name for c in self.classifiers])
+        for clf in self.classifiers:
+            if clf.detector not in models:
+                raise ValueError(f"classifier {clf.name!r}: unknown detector model {clf.detector!r}")
         cameras = {c.id: (s, c) for s in self.sites for c in s.cameras}
         for rule in self.rules:
             if rule.model not in models:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from brightkitchen.config import Config, ModelConfig
+import numpy as np
+
+from brightkitchen.config import ClassifierConfig, Config, ModelConfig
 from models.cards import ModelCard, builtin_model_path, find_card
+from vision.classifier import CropClassifier
+from vision.detections import Detections
 from vision.detector import YoloDetector
 
 log = logging.getLogger("streams.detectors")
@@ -20,12 +25,49 @@ class LoadedModel:
     path: Path
     card: ModelCard | None
     detector: YoloDetector
+    classifiers: list[CropClassifier] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """Class names of the boxes this model yields: the detector's, then each classifier's labels."""
+        names = self.detector.names
+        for clf in self.classifiers:
+            names = clf.output_names(names)
+        return names
+
+    def classify(self, detections: Detections, full_frame: Callable[[], np.ndarray]) -> Detections:
+        """Run the crop classifiers; the full-resolution frame is converted only if a box needs it."""
+        names = self.detector.names
+        image: np.ndarray | None = None
+        for clf in self.classifiers:
+            labels = []
+            if clf.on_class in names and np.any(detections.class_ids == names.index(clf.on_class)):
+                image = full_frame() if image is None else image
+                labels = clf.classify(image, detections, names)
+            detections, names = clf.relabel(detections, names, labels)
+        return detections
 
 
-def model_path(config: Config, model: ModelConfig) -> Path:
+def model_path(config: Config, model: ModelConfig | ClassifierConfig) -> Path:
     if model.path.startswith("builtin:"):
         return builtin_model_path(model.path.removeprefix("builtin:"))
     return config.resolve_path(model.path)
+
+
+def load_classifier(config: Config, clf: ClassifierConfig) -> CropClassifier:
+    path = model_path(config, clf)
+    card = find_card(path)
+    classifier = CropClassifier(
+        path,
+        on_class=clf.on_class,
+        class_names=list(card.classes) if card else None,
+        expand=clf.expand,
+        provider=clf.provider,
+        threads=clf.threads,
+        min_score=clf.min_score,
+    )
+    log.info("classifier %s on %s.%s loaded from %s", clf.name, clf.detector, clf.on_class, path)
+    return classifier
 
 
 def load_model(config: Config, model: ModelConfig) -> LoadedModel:
@@ -43,7 +85,11 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
     )
     version = model.version or (card.version if card else "unversioned")
     log.info("model %s %s loaded from %s (providers %s)", model.name, version, path, detector.providers)
-    return LoadedModel(model.name, version, path, card, detector)
+    classifiers = [load_classifier(config, c) for c in config.classifiers if c.detector == model.name]
+    for clf in classifiers:
+        if clf.on_class not in detector.names:
+            raise ValueError(f"classifier on {clf.on_class!r}: model {model.name!r} has no such class")
+    return LoadedModel(model.name, version, path, card, detector, classifiers)
 
 
 def load_models(config: Config) -> dict[str, LoadedModel]:

@@ -119,6 +119,11 @@ class Worker:
             rules = config.rules_for(camera)
             by_model: dict[str, list[Rule]] = {}
             for r in rules:
+                unknown = sorted(set(r.classes) | set(r.require_no_class) - set(self.models[r.model].names))
+                if unknown:
+                    raise ValueError(
+                        f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {self.models[r.model].names}"
+                    )
                 by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
             reader = reader_factory(
                 camera.id,
@@ -201,16 +206,19 @@ class Worker:
         BATCH_SIZE.labels(model_name).observe(len(batch))
         self.stats.inference_s.append(elapsed)
         self.stats.batch_sizes.append(len(batch))
+        names = model.names
         for (p, frame), detections in zip(batch, results, strict=True):
+            if model.classifiers:
+                detections = model.classify(detections, frame.full_bgr)
             tracked = p.trackers[model_name].update(detections, frame.captured_at)
             w, h = frame.orig_size
-            for rule_event in p.engines[model_name].process(tracked, model.detector.names, frame.captured_at, w, h):
+            for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
                 self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
 
     def _feed_silence(self, p: CameraPipeline, now: float) -> None:
         for model_name, engine in p.engines.items():
             w, h = p.last_frame.orig_size if p.last_frame else (0, 0)
-            for rule_event in engine.process(Detections.empty(), self.models[model_name].detector.names, now, w, h):
+            for rule_event in engine.process(Detections.empty(), self.models[model_name].names, now, w, h):
                 self._emit(p, model_name, None, rule_event, now)
 
     # -- events ----------------------------------------------------------------------------------
@@ -277,7 +285,7 @@ class Worker:
     def _snapshot(
         self, p: CameraPipeline, event: Event, frame: Frame, detections: Detections, highlight: RuleEvent
     ) -> tuple[str, str]:
-        names = self.models[event.model.name].detector.names
+        names = self.models[event.model.name].names
         # Full-resolution colour conversion happens only here, for the frames that become evidence.
         image = annotate(
             frame.full_bgr(),

@@ -1,23 +1,15 @@
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import AppContext, create_app
 from brightkitchen.bus import InProcessBus
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serving import serve_in_thread
 
 
 @dataclass
@@ -46,15 +38,6 @@ def running_api(tmp_path) -> Iterator[RunningApi]:
     snapshots = SnapshotStore(tmp_path / "snapshots")
     cameras: list[dict] = []
     ctx = AppContext(store=store, snapshots=snapshots, bus=bus, camera_status=lambda: cameras)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.02)
-    yield RunningApi(f"http://127.0.0.1:{port}", bus, store, snapshots, cameras)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(ctx)) as url:
+        yield RunningApi(url, bus, store, snapshots, cameras)
     store.close()
