@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,17 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise StoreError("malformed cursor") from e
 
 
+# Runs inside the transaction that stores a new event revision (e.g. to queue deliveries atomically).
+StoredHook = Callable[[sqlite3.Connection, Event], None]
+
+
+def _event(data: str, review_state: str) -> Event:
+    """The stored event; its review state is the API's, never overwritten by worker revisions."""
+    event = Event.model_validate_json(data)
+    event.review_state = review_state  # type: ignore[assignment]
+    return event
+
+
 class EventStore:
     def __init__(self, url: str) -> None:
         path = sqlite_path(url)
@@ -60,6 +72,7 @@ class EventStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
+        self.on_stored: list[StoredHook] = []
         with self._lock:
             self.applied_migrations = migrate(self._conn)
 
@@ -81,7 +94,8 @@ class EventStore:
             _ms(event.updated_at),
             event.model_dump_json(),
         )
-        with self._lock:
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
             cur = self._conn.execute(
                 """INSERT INTO events (id, revision, phase, review_state, site, camera, rule,
                                        started_ms, updated_ms, data)
@@ -92,12 +106,16 @@ class EventStore:
                    WHERE excluded.revision > events.revision""",
                 row,
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            for hook in self.on_stored:
+                hook(self._conn, event)
+            return True
 
     def get(self, event_id: str) -> Event | None:
         with self._lock:
-            row = self._conn.execute("SELECT data FROM events WHERE id = ?", (event_id,)).fetchone()
-        return Event.model_validate_json(row[0]) if row else None
+            row = self._conn.execute("SELECT data, review_state FROM events WHERE id = ?", (event_id,)).fetchone()
+        return _event(*row) if row else None
 
     def list(self, q: EventQuery) -> tuple[list[Event], str | None]:
         where, args = [], []
@@ -115,14 +133,14 @@ class EventStore:
             ms, event_id = decode_cursor(q.cursor)
             where.append("(started_ms < ? OR (started_ms = ? AND id < ?))")
             args += [ms, ms, event_id]
-        sql = "SELECT started_ms, id, data FROM events"
+        sql = "SELECT started_ms, id, data, review_state FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_ms DESC, id DESC LIMIT ?"
         args.append(q.limit + 1)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        items = [Event.model_validate_json(r[2]) for r in rows[: q.limit]]
+        items = [_event(r[2], r[3]) for r in rows[: q.limit]]
         next_cursor = encode_cursor(rows[q.limit - 1][0], rows[q.limit - 1][1]) if len(rows) > q.limit else None
         return items, next_cursor
 

@@ -89,3 +89,30 @@ def test_list_filters_and_cursor_pagination(store):
 def test_unsupported_database_url():
     with pytest.raises(StoreError, match="expected sqlite"):
         EventStore("postgres://localhost/x")
+
+
+def test_stored_hooks_share_the_transaction(store):
+    seen = []
+    store.on_stored.append(lambda conn, event: seen.append((event.id, event.revision)))
+    e = make_event(0)
+    assert store.upsert(e) and not store.upsert(e)
+    assert seen == [(e.id, 1)]  # not called for a duplicate
+
+    def failing(conn, event):
+        raise RuntimeError("hook failed")
+
+    store.on_stored.append(failing)
+    other = make_event(1)
+    with pytest.raises(RuntimeError):
+        store.upsert(other)
+    assert store.get(other.id) is None  # rolled back with the hook
+
+
+def test_review_state_is_not_overwritten_by_worker_revisions(store):
+    e = make_event(0)
+    store.upsert(e)
+    store._conn.execute("UPDATE events SET review_state = 'confirmed' WHERE id = ?", (e.id,))
+    store.upsert(e.model_copy(update={"phase": "closed", "revision": 2}))
+    got = store.get(e.id)
+    assert got.phase == "closed" and got.review_state == "confirmed"
+    assert store.list(EventQuery())[0][0].review_state == "confirmed"
