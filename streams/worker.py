@@ -22,7 +22,14 @@ import numpy as np
 from brightkitchen.bus import Bus
 from brightkitchen.config import CameraConfig, Config, RuleConfig, SiteConfig
 from brightkitchen.events import Box, Event, ModelRef, new_event_id, utc
-from brightkitchen.metrics import BATCH_SIZE, EVENTS_PUBLISHED, FRAMES_ANALYSED, INFERENCE_SECONDS
+from brightkitchen.metrics import (
+    BATCH_SIZE,
+    CAMERA_CONNECTED,
+    CAMERA_RECONNECTS,
+    EVENTS_PUBLISHED,
+    FRAMES_ANALYSED,
+    INFERENCE_SECONDS,
+)
 from brightkitchen.snapshots import SnapshotStore
 from streams.detectors import LoadedModel, load_models
 from streams.reader import CameraReader, Frame
@@ -38,6 +45,7 @@ log = logging.getLogger("streams.worker")
 IDLE_SLEEP_S = 0.01
 # With no frame for this long, rules are fed an empty frame so that open violations can close.
 SILENT_CAMERA_S = 2.0
+GAUGE_INTERVAL_S = 1.0
 
 
 def redact_url(url: str) -> str:
@@ -119,11 +127,10 @@ class Worker:
             rules = config.rules_for(camera)
             by_model: dict[str, list[Rule]] = {}
             for r in rules:
-                unknown = sorted(set(r.classes) | set(r.require_no_class) - set(self.models[r.model].names))
+                names = self.models[r.model].names
+                unknown = sorted((set(r.classes) | set(r.require_no_class)) - set(names))
                 if unknown:
-                    raise ValueError(
-                        f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {self.models[r.model].names}"
-                    )
+                    raise ValueError(f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {names}")
                 by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
             reader = reader_factory(
                 camera.id,
@@ -167,10 +174,14 @@ class Worker:
             p.reader.stop()
 
     def _run(self) -> None:
+        gauges_at = 0.0
         while not self._stop.is_set():
             try:
                 if self.run_once() == 0:
                     time.sleep(IDLE_SLEEP_S)
+                if time.monotonic() - gauges_at > GAUGE_INTERVAL_S:
+                    gauges_at = time.monotonic()
+                    self._update_gauges()
             except Exception:  # a bug in one tick must not end monitoring of every camera
                 log.exception("worker tick failed")
                 time.sleep(0.5)
@@ -301,6 +312,12 @@ class Worker:
         return self.snapshots.save(event.id, np.asarray(jpeg).tobytes(), frame.captured_at)
 
     # -- status ----------------------------------------------------------------------------------
+
+    def _update_gauges(self) -> None:
+        for p in self.pipelines:
+            status = p.reader.status()
+            CAMERA_CONNECTED.labels(p.camera.id).set(1 if status.connected else 0)
+            CAMERA_RECONNECTS.labels(p.camera.id).set(status.reconnects)
 
     def camera_status(self) -> list[dict[str, Any]]:
         out = []

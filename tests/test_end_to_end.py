@@ -87,6 +87,7 @@ def test_cameras_to_events_with_outages(tmp_path, demo_clip, rtsp_server, wait_u
         assert health["status"] == "ok" and health["cameras"] == 2 and health["events"] >= 1
         metrics = http.get("/metrics").text
         assert 'brightkitchen_frames_analysed_total{camera="kitchen-1"}' in metrics
+        assert 'brightkitchen_camera_connected{camera="kitchen-2"} 1.0' in metrics
 
 
 def test_unreachable_camera_is_reported_not_fatal(tmp_path, demo_clip, rtsp_server, wait_until):
