@@ -1,9 +1,12 @@
-"""The HTTP API: events (list, detail, snapshot, live stream), cameras, health and metrics."""
+"""The HTTP API: events (list, detail, snapshot, live stream), cameras, health and metrics; login, review
+and statistics come from their routers. Every endpoint but health, metrics, login and the page checks who
+asks and shows only the sites that principal may see."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,19 +14,33 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from api.auth import (
+    Authenticator,
+    Reader,
+    auth_router,
+    redact_access_tokens_in_logs,
+    require,
+    visible_event,
+)
+from api.feed import Feed, feed_router
 from api.ingest import EventHub, Ingest
+from api.review import review_router
+from api.subscriptions import document_webhook, subscriptions_router
 from brightkitchen.bus import Bus
+from brightkitchen.config import AuthConfig, OutputsConfig
 from brightkitchen.events import Event
+from brightkitchen.review import ReviewStore
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventQuery, EventStore, StoreError
+from brightkitchen.users import EVENT_READERS, UserStore
 
-SSE_HEARTBEAT_S = 15.0
+log = logging.getLogger("api.app")
 
 
 class Background(Protocol):
@@ -42,6 +59,11 @@ class AppContext:
     camera_status: Callable[[], list[dict[str, Any]]]
     config_schema: Callable[[], str] | None = None
     background: list[Background] = field(default_factory=list)
+    # Built in code without settings, the API has no login (the service passes the config's, on by default).
+    auth: AuthConfig = field(default_factory=lambda: AuthConfig(enabled=False))
+    site_timezones: dict[str, str] = field(default_factory=dict)  # site id -> IANA zone, for daily stats
+    clock: Callable[[], float] = time.time  # token expiry and review times
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)  # webhook delivery, Redis stream
 
 
 class EventPage(BaseModel):
@@ -77,10 +99,16 @@ def _utc(dt: datetime | None) -> datetime | None:
 def create_app(ctx: AppContext) -> FastAPI:
     hub = EventHub()
     ingest = Ingest(ctx.bus, ctx.store, hub)
+    auth = Authenticator(UserStore(ctx.store, ctx.clock), ctx.auth, ctx.clock)
+    feed = Feed(ctx.store, hub, ctx.outputs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.bind(asyncio.get_running_loop())
+        feed.start()
+        redact_access_tokens_in_logs()
+        if not auth.enabled:
+            log.warning("authentication is disabled (api.auth.enabled: false): every request acts as a local admin")
         ingest.start()
         for task in ctx.background:
             task.start()
@@ -88,6 +116,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         for task in reversed(ctx.background):
             task.stop()
         ingest.stop()
+        await feed.stop()
 
     app = FastAPI(
         title="brightkitchen",
@@ -96,6 +125,11 @@ def create_app(ctx: AppContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.feed = feed
+    app.state.auth = auth
+    app.include_router(auth_router(auth))
+    reviews = ReviewStore(ctx.store, ctx.clock)
+    app.include_router(review_router(ctx.store, reviews, ctx.snapshots, ctx.site_timezones))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,6 +145,7 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/v1/events", response_model=EventPage, responses={400: {"model": Problem}}, tags=["events"])
     def list_events(
+        who: Reader,
         site: str | None = None,
         camera: str | None = None,
         rule: str | None = None,
@@ -120,44 +155,21 @@ def create_app(ctx: AppContext) -> FastAPI:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> EventPage:
         """Events, newest first, filtered; follow `next_cursor` for older ones."""
-        query = EventQuery(site, camera, rule, _utc(since), _utc(until), limit, cursor)
+        query = EventQuery(site, camera, rule, _utc(since), _utc(until), limit, cursor, sites=who.sites)
         try:
             items, next_cursor = ctx.store.list(query)
         except StoreError as e:
             raise HTTPException(400, str(e)) from None
         return EventPage(items=items, next_cursor=next_cursor)
 
-    @app.get("/api/v1/events/stream", tags=["events"], response_class=StreamingResponse)
-    async def stream_events(request: Request) -> StreamingResponse:
-        """Server-sent events: one message per stored event revision (`event:` is the phase)."""
-        q = hub.subscribe()
-
-        async def messages() -> AsyncIterator[str]:
-            try:
-                yield ": connected\n\n"
-                while not await request.is_disconnected():
-                    try:
-                        event = await asyncio.wait_for(q.get(), SSE_HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": heartbeat\n\n"
-                        continue
-                    data = json.dumps(event.model_dump(mode="json"), ensure_ascii=False)
-                    yield f"id: {event.id}:{event.revision}\nevent: {event.phase}\ndata: {data}\n\n"
-            finally:
-                hub.unsubscribe(q)
-
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(messages(), media_type="text/event-stream", headers=headers)
-
-    def _event_or_404(event_id: str) -> Event:
-        event = ctx.store.get(event_id)
-        if event is None:
-            raise HTTPException(404, f"no event {event_id!r}")
-        return event
+    # Before /api/v1/events/{event_id}, which would otherwise take "stream" for an id.
+    app.include_router(feed_router(feed))
+    app.include_router(subscriptions_router(feed))
+    document_webhook(app.webhooks)
 
     @app.get("/api/v1/events/{event_id}", response_model=Event, responses={404: {"model": Problem}}, tags=["events"])
-    def get_event(event_id: str) -> Event:
-        return _event_or_404(event_id)
+    def get_event(event_id: str, who: Reader) -> Event:
+        return visible_event(ctx.store, who, event_id)
 
     @app.get(
         "/api/v1/events/{event_id}/snapshot.jpg",
@@ -165,19 +177,19 @@ def create_app(ctx: AppContext) -> FastAPI:
         responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": Problem}},
         tags=["events"],
     )
-    def get_snapshot(event_id: str) -> FileResponse:
-        event = _event_or_404(event_id)
+    def get_snapshot(event_id: str, who: Reader) -> FileResponse:
+        event = visible_event(ctx.store, who, event_id)
         path = ctx.snapshots.path(event.snapshot) if event.snapshot else None
         if path is None:
             raise HTTPException(404, f"event {event_id!r} has no snapshot (never taken or removed by retention)")
         return FileResponse(path, media_type="image/jpeg", headers={"X-Snapshot-SHA256": event.snapshot_sha256 or ""})
 
     @app.get("/api/v1/cameras", response_model=list[CameraStatusOut], tags=["cameras"])
-    def cameras() -> list[CameraStatusOut]:
-        """Every configured camera with its live stream status."""
-        return [CameraStatusOut.model_validate(c) for c in ctx.camera_status()]
+    def cameras(who: Reader) -> list[CameraStatusOut]:
+        """Every configured camera of the sites the caller sees, with its live stream status."""
+        return [CameraStatusOut.model_validate(c) for c in ctx.camera_status() if who.sees(c["site"])]
 
-    @app.get("/api/v1/config/schema", tags=["config"])
+    @app.get("/api/v1/config/schema", tags=["config"], dependencies=[Depends(require(EVENT_READERS))])
     def config_schema() -> Response:
         """The JSON schema of the config file."""
         if ctx.config_schema is None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from brightkitchen.config import ConfigError, json_schema, load_config
+from brightkitchen.config import Config, ConfigError, json_schema, load_config
+from brightkitchen.users import USER_ROLES, UserError, UserStore
 
 
 class UtcFormatter(logging.Formatter):
@@ -62,6 +66,148 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _user_store(config: Config) -> Iterator[UserStore]:
+    from brightkitchen.service import database_url
+    from brightkitchen.store import EventStore
+
+    store = EventStore(database_url(config))
+    try:
+        yield UserStore(store)
+    finally:
+        store.close()
+
+
+def _sites(value: str | None, config: Config) -> list[str]:
+    """Site ids from a comma-separated list, each checked against the config."""
+    sites = [s.strip() for s in (value or "").split(",") if s.strip()]
+    known = [s.id for s in config.sites]
+    for site in sites:
+        if site not in known:
+            raise UserError(f"unknown site {site!r}: the config has {', '.join(known)}")
+    return sites
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise UserError("the passwords do not match")
+    return password
+
+
+def _sites_text(sites: tuple[str, ...]) -> str:
+    return ",".join(sites) or "(all sites)"
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    sites = _sites(args.sites, config)
+    password = _password(args.password_stdin)
+    with _user_store(config) as users:
+        user = users.add_user(args.name, args.role, sites, password)
+    print(f"added user {user.name} ({user.role}, {_sites_text(user.sites)})")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    with _user_store(load_config(args.config)) as users:
+        for user in users.users():
+            created = f"{user.created_at:%Y-%m-%dT%H:%M:%SZ}"
+            print(f"{user.name}\t{user.role}\t{_sites_text(user.sites)}\tcreated {created}")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    with _user_store(load_config(args.config)) as users:
+        users.remove_user(args.name)
+    print(f"removed user {args.name} and ended its sessions")
+    return 0
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    password = _password(args.password_stdin)
+    with _user_store(config) as users:
+        users.set_password(args.name, password)
+    print(f"changed the password of {args.name} and ended its sessions")
+    return 0
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    sites = _sites(args.sites, config)
+    with _user_store(config) as users:
+        key, secret = users.add_key(args.name, sites)
+    # The notice on stderr, the key alone on stdout: `KEY=$(brightkitchen keys add ...)` works.
+    print(f"added API key {key.name} ({_sites_text(key.sites)}), shown only this once:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    with _user_store(load_config(args.config)) as users:
+        for key in users.keys():
+            state = f"revoked {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if key.revoked_at else "active"
+            created = f"{key.created_at:%Y-%m-%dT%H:%M:%SZ}"
+            print(f"{key.name}\t{key.hint}...\t{_sites_text(key.sites)}\tcreated {created}\t{state}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    with _user_store(load_config(args.config)) as users:
+        users.revoke_key(args.name)
+    print(f"revoked API key {args.name}")
+    return 0
+
+
+PASSWORD_STDIN_HELP = "read the password from the first line of stdin"
+
+
+def _add_users_and_keys(sub: argparse._SubParsersAction) -> None:
+    users = sub.add_parser("users", help="people who log in: regulators, site managers, parents, admins")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="add a user (password from --password-stdin, or prompted)")
+    add.add_argument("-c", "--config", required=True)
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=USER_ROLES)
+    add.add_argument(
+        "--sites",
+        help="comma-separated site ids: a regulator's jurisdiction, the site of a site_manager or parent; "
+        "none for an admin",
+    )
+    add.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+    add.set_defaults(func=cmd_users_add)
+    listing = users_sub.add_parser("list", help="list users")
+    listing.add_argument("-c", "--config", required=True)
+    listing.set_defaults(func=cmd_users_list)
+    remove = users_sub.add_parser("remove", help="remove a user and end its sessions")
+    remove.add_argument("-c", "--config", required=True)
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_users_remove)
+    passwd = users_sub.add_parser("passwd", help="change a user's password and end its sessions")
+    passwd.add_argument("-c", "--config", required=True)
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+    passwd.set_defaults(func=cmd_users_passwd)
+
+    keys = sub.add_parser("keys", help="API keys of supervision platforms (machines)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    key_add = keys_sub.add_parser("add", help="add a platform key; prints the key once")
+    key_add.add_argument("-c", "--config", required=True)
+    key_add.add_argument("name")
+    key_add.add_argument("--sites", help="comma-separated site ids the key may read; none: every site")
+    key_add.set_defaults(func=cmd_keys_add)
+    key_list = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    key_list.add_argument("-c", "--config", required=True)
+    key_list.set_defaults(func=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("-c", "--config", required=True)
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+
 def cmd_models_train_starter(args: argparse.Namespace) -> int:
     from models.train import main as train_main
 
@@ -108,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of the training command")
     train.set_defaults(func=cmd_models_train_starter)
+
+    _add_users_and_keys(sub)
     return parser
 
 
@@ -120,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         for path, msg in e.errors:
             print(f"{e.source}: {path or '(top level)'}: {msg}", file=sys.stderr)
         return 2
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

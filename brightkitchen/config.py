@@ -130,9 +130,21 @@ class BusConfig(Strict):
     kind: Literal["inprocess"] = "inprocess"
 
 
+class AuthConfig(Strict):
+    enabled: bool = Field(
+        True, description="false: no login, every request acts as a local admin (only for one local user)"
+    )
+    token_ttl_s: float = Field(12 * 3600, gt=0, description="lifetime of a login's bearer token")
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins per user name and per client address in the window; then 429"
+    )
+    login_window_s: float = Field(300, gt=0, description="sliding window in which failed logins are counted")
+
+
 class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    auth: AuthConfig = AuthConfig()
 
 
 class WorkerConfig(Strict):
@@ -140,6 +152,31 @@ class WorkerConfig(Strict):
     open_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(5.0, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+
+
+class WebhookDeliveryConfig(Strict):
+    timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of one delivery attempt")
+    initial_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles after each")
+    max_backoff_s: float = Field(300.0, gt=0, description="longest wait between two attempts")
+    max_age_s: float = Field(7 * 86400.0, gt=0, description="a delivery still failing this long after it was "
+                             "queued is given up (dead, replayable)")
+    client_errors: Literal["retry", "dead"] = Field(
+        "retry", description="4xx answers other than 408/429: retry like any failure, or give up at once"
+    )
+    senders: int = Field(4, ge=1, le=64, description="deliveries sent at the same time (different queues)")
+
+
+class RedisStreamConfig(Strict):
+    url: str = Field(pattern=r"^rediss?://", description="redis://HOST:PORT/DB")
+    stream: str = Field("brightkitchen:events", min_length=1)
+    maxlen: int = Field(100_000, ge=1, description="approximate number of entries the stream keeps")
+
+
+class OutputsConfig(Strict):
+    webhooks: WebhookDeliveryConfig = WebhookDeliveryConfig()
+    redis_stream: RedisStreamConfig | None = None
+    retention_days: float = Field(30.0, gt=0, description="how long the change log and delivered webhooks "
+                                  "are kept (resume and replay reach this far back)")
 
 
 class Config(Strict):
@@ -151,6 +188,7 @@ class Config(Strict):
     bus: BusConfig = BusConfig()
     api: ApiConfig = ApiConfig()
     worker: WorkerConfig = WorkerConfig()
+    outputs: OutputsConfig = OutputsConfig()
     # Folder of the config file: relative paths in it are relative to this.
     _base_dir: Path = PrivateAttr(Path("."))
 

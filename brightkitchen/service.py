@@ -38,6 +38,9 @@ class Service:
             camera_status=self.worker.camera_status,
             config_schema=json_schema,
             background=[self.worker],
+            auth=self.config.api.auth,
+            site_timezones={site.id: site.timezone for site in self.config.sites},
+            outputs=self.config.outputs,
         )
         return create_app(ctx)
 

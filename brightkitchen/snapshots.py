@@ -35,7 +35,9 @@ class SnapshotStore:
     def prune(self, now: float | None = None) -> int:
         """Delete snapshots older than the retention, then the oldest beyond max_count."""
         now = time.time() if now is None else now
-        files = sorted(((p.stat().st_mtime, p) for p in self.root.rglob("*.jpg")), key=lambda x: x[0])
+        # Only the dated snapshot folders: other folders under the root (rectification photos) are kept.
+        dated = (p for p in self.root.glob("[0-9][0-9][0-9][0-9]/*/*/*.jpg"))
+        files = sorted(((p.stat().st_mtime, p) for p in dated), key=lambda x: x[0])
         doomed = [p for mtime, p in files if now - mtime > self.retention_s]
         keep = [p for mtime, p in files if now - mtime <= self.retention_s]
         if len(keep) > self.max_count:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ class EventQuery:
     until: datetime | None = None
     limit: int = 50
     cursor: str | None = None
+    # The sites a caller may see; None: every site.
+    sites: frozenset[str] | None = None
 
 
 def _ms(dt: datetime) -> int:
@@ -80,6 +83,19 @@ class EventStore:
         with self._lock:
             self._conn.close()
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The shared connection, for stores of other tables in the same database."""
+        with self._lock:
+            yield self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The shared connection inside one write transaction: committed on exit, rolled back on error."""
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
+
     def upsert(self, event: Event) -> bool:
         """Store an event revision; False when this or a newer revision is already stored (a duplicate)."""
         row = (
@@ -123,6 +139,9 @@ class EventStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if q.sites is not None:
+            where.append(f"site IN ({', '.join('?' * len(q.sites))})")
+            args += sorted(q.sites)
         if q.since is not None:
             where.append("started_ms >= ?")
             args.append(_ms(q.since))

@@ -87,7 +87,10 @@ def test_server_sent_events_carry_new_and_updated_events(running_api):
     running_api.bus.publish(event)  # a duplicate is stored once and streamed once
     running_api.bus.publish(event.model_copy(update={"phase": "closed", "revision": 2}))
     t.join(timeout=10)
-    assert [(i, d["phase"]) for i, d in received] == [(f"{event.id}:1", "open"), (f"{event.id}:2", "closed")]
+    # id: is the change seq, global and increasing over every stored revision
+    assert [(i, d["id"], d["revision"], d["phase"]) for i, d in received] == [
+        ("1", event.id, 1, "open"), ("2", event.id, 2, "closed")
+    ]
 
 
 def test_cameras_health_metrics_and_openapi(running_api):

@@ -24,5 +24,10 @@ def test_retention_by_age_then_by_count(tmp_path):
         path = store.path(rel)
         os.utime(path, (now - age_days * DAY, now - age_days * DAY))
         paths.append(path)
+    other = tmp_path / "rectifications" / "photo.jpg"
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    os.utime(other, (now - 9 * DAY, now - 9 * DAY))
     assert store.prune(now) == 3  # two too old, then the oldest of the four young ones
     assert [p.exists() for p in paths] == [False, False, False, True, True, True]
+    assert other.exists()  # rectification photos are evidence, not subject to snapshot retention
