@@ -25,7 +25,8 @@ class UtcFormatter(logging.Formatter):
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(UtcFormatter())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    # Without force: when something (a test runner) already set up logging, its handlers are kept.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

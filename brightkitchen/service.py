@@ -72,7 +72,9 @@ def run_service(config: Config, host: str, port: int, duration_s: float | None =
     stop = threading.Event()
     threading.Thread(target=_prune_forever, args=(service.snapshots, stop), daemon=True).start()
     if duration_s is not None:
-        threading.Timer(duration_s, lambda: setattr(server, "should_exit", True)).start()
+        timer = threading.Timer(duration_s, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True  # an interrupted run must not wait for it
+        timer.start()
     service.snapshots.prune()
     log.info("serving on http://%s:%d/", host, port)
     try:
