@@ -13,9 +13,9 @@ from streams.rtsp_launcher import free_port
 
 
 @contextmanager
-def serve_in_thread(app) -> Iterator[str]:  # noqa: ANN001 - any ASGI app
+def serve_in_thread(app, log_level: str = "warning") -> Iterator[str]:  # noqa: ANN001 - any ASGI app
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from api.app import AppContext, create_app
@@ -21,7 +18,6 @@ from brightkitchen.config import AuthConfig
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventStore
 from brightkitchen.users import UserStore
-from streams.rtsp_launcher import free_port
 from tests.brightkitchen.test_store import make_event
 from tests.serving import serve_in_thread
 
@@ -88,32 +84,11 @@ def serve_authed_api(
     )
     api.app = create_app(ctx)
     try:
-        with _serve(api.app, log_level) as url:
+        with serve_in_thread(api.app, log_level) as url:
             api.url = url
             yield api
     finally:
         store.close()
-
-
-@contextmanager
-def _serve(app, log_level: str) -> Iterator[str]:  # noqa: ANN001 - an ASGI app
-    if log_level == "warning":
-        with serve_in_thread(app) as url:
-            yield url
-        return
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "API server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture
