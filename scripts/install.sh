@@ -11,6 +11,8 @@ extras=""
 
 system_packages=(python3-venv python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
                  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+# The tests drive the web pages in Debian's Chromium (playwright uses it; it downloads no browser).
+[ -n "$extras" ] && system_packages+=(chromium)
 missing=()
 for p in "${system_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
