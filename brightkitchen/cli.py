@@ -7,8 +7,9 @@ import getpass
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from brightkitchen.config import Config, ConfigError, json_schema, load_config
@@ -215,6 +216,181 @@ def cmd_models_train_starter(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
+def _model_tool(body: Callable[[], int]) -> int:
+    """Run a model command; a bad model file, card, dataset, name or folder is reported in one line."""
+    try:
+        return body()
+    except (ValueError, LookupError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _optional_config(path: str | None) -> Config | None:
+    return load_config(path) if path else None
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from models.inventory import describe, installed_models
+
+    def body() -> int:
+        print("\n\n".join(describe(m) for m in installed_models(_optional_config(args.config))))
+        return 0
+
+    return _model_tool(body)
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from models.inventory import check_model, installed_models
+
+    def body() -> int:
+        failed = 0
+        for model in installed_models(_optional_config(args.config)):
+            problems = check_model(model)
+            print(f"{model.name} ({model.path}): {'OK' if not problems else 'MISMATCH'}")
+            for problem in problems:
+                print(f"  - {problem}")
+            failed += bool(problems)
+        return 1 if failed else 0
+
+    return _model_tool(body)
+
+
+def cmd_models_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from models.evaluate import (
+        AP_SCORE_THRESHOLD,
+        evaluate,
+        format_table,
+        load_dataset,
+        open_detector,
+        report_dict,
+        stderr_progress,
+        write_pr_plot,
+    )
+    from models.inventory import find_model
+
+    def body() -> int:
+        model = find_model(args.model, _optional_config(args.config))
+        dataset = load_dataset(args.data, args.split)
+        detector = open_detector(model, threads=args.threads)
+        metrics = evaluate(detector, dataset, model.score_threshold, progress=stderr_progress())
+        data = Path(args.data).resolve()
+        title = f"{model.name} {model.version} on {data.parent.name}/{data.name} ({args.split})"
+        if args.plot:
+            plot_title = f"{title}: precision-recall at IoU 0.50, mAP50 {metrics.map50 or 0.0:.3f}"
+            print(f"precision-recall plot: {write_pr_plot(metrics, args.plot, plot_title)}", file=sys.stderr)
+        if args.json:
+            about = {
+                "model": model.name,
+                "version": model.version,
+                "model_path": str(model.path),
+                "data": str(data),
+                "split": args.split,
+                "iou_threshold": model.iou_threshold,
+                "ap_score_threshold": AP_SCORE_THRESHOLD,
+            }
+            print(json.dumps(report_dict(metrics, **about), ensure_ascii=False))
+        else:
+            print(format_table(metrics, title))
+        return 0
+
+    return _model_tool(body)
+
+
+def _utc_time(value: str) -> datetime:
+    """An ISO 8601 date or time for a command-line filter; without a zone it is UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cmd_models_export_feedback(args: argparse.Namespace) -> int:
+    from brightkitchen.service import database_url
+    from brightkitchen.snapshots import SnapshotStore
+    from brightkitchen.store import EventStore
+    from models.feedback import export_feedback
+    from models.inventory import class_names, classifier_labels, find_model
+
+    config = load_config(args.config)
+
+    def body() -> int:
+        if args.model is None and len(config.models) > 1:
+            raise LookupError(f"the config has several models: choose one with --model "
+                              f"({', '.join(m.name for m in config.models)})")
+        name = args.model or config.models[0].name
+        if name not in {m.name for m in config.models}:
+            raise LookupError(f"no model {name!r} in {args.config}")
+        snapshots = SnapshotStore(config.resolve_path(config.storage.snapshots_dir))
+        store = EventStore(database_url(config))
+        try:
+            result = export_feedback(
+                store,
+                snapshots,
+                args.out,
+                model=name,
+                class_names=class_names(find_model(name, config)),
+                label_classes=classifier_labels(config, name),
+                since=args.since,
+                until=args.until,
+                include_model_boxes=args.with_model_boxes,
+                val_fraction=args.val_fraction,
+            )
+        finally:
+            store.close()
+        print(f"{result.data_yaml}: {result.images} images ({result.positives} confirmed, "
+              f"{result.hard_negatives} false positives); manifest {result.manifest}")
+        for reason, count in sorted(result.skipped.items()):
+            print(f"skipped {count}: {reason}", file=sys.stderr)
+        return 0
+
+    return _model_tool(body)
+
+
+def _add_model_tools(models_sub: argparse._SubParsersAction) -> None:
+    config_help = "config file whose models are included (names resolve there first)"
+    listing = models_sub.add_parser(
+        "list", help="installed models: built-in ones and the config's, with the rules using them"
+    )
+    listing.add_argument("-c", "--config", help=config_help)
+    listing.set_defaults(func=cmd_models_list)
+    check = models_sub.add_parser(
+        "check", help="compare every model's ONNX file with its card; non-zero exit on a mismatch"
+    )
+    check.add_argument("-c", "--config", help=config_help)
+    check.set_defaults(func=cmd_models_check)
+
+    ev = models_sub.add_parser(
+        "eval", help="per-class precision, recall, mAP50, mAP50-95 on a YOLO set, through the service's path"
+    )
+    ev.add_argument("--model", required=True, help="built-in model, config model (-c) or .onnx path")
+    ev.add_argument("--data", required=True, help="data.yaml of a YOLO-format set (path, train/val, names)")
+    ev.add_argument("--split", default="val", help="split of data.yaml to evaluate on (default: val)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ev.add_argument("--plot", metavar="PNG", help="write the precision-recall curves (IoU 0.50) to this PNG")
+    ev.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    ev.add_argument("-c", "--config", help=config_help)
+    ev.set_defaults(func=cmd_models_eval)
+
+    fb = models_sub.add_parser(
+        "export-feedback", help="reviewed events (confirmed, false positive) as a YOLO set to retrain on"
+    )
+    fb.add_argument("-c", "--config", required=True)
+    fb.add_argument("--out", required=True, help="new or empty folder for the dataset")
+    fb.add_argument("--model", help="the config's detector whose events to export (if it has several)")
+    fb.add_argument("--since", type=_utc_time, help="events started at or after this ISO 8601 time (UTC)")
+    fb.add_argument("--until", type=_utc_time, help="events started before this ISO 8601 time")
+    fb.add_argument(
+        "--with-model-boxes",
+        action="store_true",
+        help="also label the frame's other detections (unreviewed) so that they are not learnt as background",
+    )
+    fb.add_argument("--val-fraction", type=float, default=0.2, help="share of events in val (by event id)")
+    fb.set_defaults(func=cmd_models_export_feedback)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brightkitchen", description="AI bright-kitchen monitoring (明厨亮灶)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -255,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of the training command")
     train.set_defaults(func=cmd_models_train_starter)
+    _add_model_tools(models_sub)
 
     _add_users_and_keys(sub)
     return parser

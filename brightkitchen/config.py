@@ -124,6 +124,9 @@ class StorageConfig(Strict):
     snapshots_dir: str = "var/snapshots"
     snapshot_retention_days: float = Field(30.0, gt=0)
     snapshot_max_count: int = Field(100_000, ge=1)
+    keep_raw_frames: bool = Field(
+        True, description="also keep each event's frame without drawings (<id>.raw.jpg) for retraining"
+    )
 
 
 class BusConfig(Strict):

@@ -31,6 +31,7 @@ from brightkitchen.metrics import (
     INFERENCE_SECONDS,
 )
 from brightkitchen.snapshots import SnapshotStore
+from models.feedback import encode_raw_frame, raw_frame_key
 from streams.detectors import LoadedModel, load_models
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
@@ -298,8 +299,12 @@ class Worker:
     ) -> tuple[str, str]:
         names = self.models[event.model.name].names
         # Full-resolution colour conversion happens only here, for the frames that become evidence.
+        full = frame.full_bgr()
+        if self.config.storage.keep_raw_frames:  # the frame without drawings, for the retraining set
+            raw = encode_raw_frame(full, event.boxes, detections, names)
+            self.snapshots.save(raw_frame_key(event.id), raw, frame.captured_at)
         image = annotate(
-            frame.full_bgr(),
+            full,
             detections,
             names,
             title=f"{p.camera.display_name}  {event.rule}",
