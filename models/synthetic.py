@@ -1158,7 +1158,7 @@ class DemoScene:
         r0, r1 = DEMO_TIMELINE["rodent"]
         if r0 - 1.0 <= t < r1 + 1.0:
             rx = 790 - (790 - 285) * (t - r0 + 0.6) / (r1 - r0 + 1.2)
-            draw_rodent(cv, rx, 700, 130, -1, RODENT_COLOURS[0], phase=t * 9)
+            draw_rodent(cv, rx, 700, 130, -1, RODENT_COLOURS[1], phase=t * 9)  # brown: stands out on grey tiles
         for crate in self._crates:
             x1, y1, x2, y2 = (int(v) for v in crate)
             cv.img[y1:y2, x1:x2] = self._foreground[y1:y2, x1:x2]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.cards import DataInfo, MetricSet, ModelCard, Thresholds, TrainingInfo, save_card
+from models.cards import DataInfo, MetricSet, ModelCard, Thresholds, TrainingInfo, find_card, save_card
 from models.synthetic import CLASSES, DATASET_SIZE, FACE_CLASSES, write_dataset, write_face_crops
 
 STARTER_NAME = "kitchen-starter"
@@ -46,7 +46,7 @@ NOT_FOR_REAL_KITCHENS = (
 
 @dataclass(frozen=True)
 class StarterSettings:
-    """The settings the committed kitchen-starter was trained with (about 40 minutes on 2 CPU cores)."""
+    """Settings of one training run of the kitchen-starter detector (its card records the runs it took)."""
 
     images: int = 900
     val_images: int = 150
@@ -63,7 +63,7 @@ class StarterSettings:
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """The settings the committed mask-starter was trained with."""
+    """Settings of the mask-starter face-crop classifier (trained with `python -m models.train mask`)."""
 
     crops_per_class: int = 1500
     val_crops_per_class: int = 300
@@ -145,8 +145,9 @@ def _export(best: Any, imgsz: int, dest: str | Path | None, name: str) -> Path:
     return target
 
 
-def _train(YOLO: Any, model: str, run_dir: Path, resume: bool, init_weights: str | None = None,
-           **train_args: Any) -> float:
+def _train(
+    YOLO: Any, model: str, run_dir: Path, resume: bool, init_weights: str | None = None, **train_args: Any
+) -> float:
     """Trains (or resumes) into run_dir; returns the wall-clock seconds it took. init_weights starts from a
     local checkpoint of an earlier run instead of random weights."""
     started = time.monotonic()
@@ -154,10 +155,23 @@ def _train(YOLO: Any, model: str, run_dir: Path, resume: bool, init_weights: str
     if resume and last.is_file():
         YOLO(str(last)).train(resume=True)
     else:
-        common = dict(pretrained=init_weights or False, amp=False, plots=False, device="cpu", exist_ok=True,
-                      deterministic=True)
+        common = dict(
+            pretrained=init_weights or False, amp=False, plots=False, device="cpu", exist_ok=True, deterministic=True
+        )
         YOLO(model).train(project=str(run_dir.parent), name=run_dir.name, **common, **train_args)
     return time.monotonic() - started
+
+
+def continued_training(previous: TrainingInfo, current: TrainingInfo) -> TrainingInfo:
+    """Training record of a run that started from an earlier run's weights: both commands, in order."""
+    minutes = float(previous.time.split()[0]) + float(current.time.split()[0])
+    return TrainingInfo(
+        command=f"{previous.command} && {current.command}",
+        settings={**current.settings, "continued_from": previous.settings},
+        epochs=previous.epochs + current.epochs,
+        time=f"{minutes:.1f} min ({previous.time} + {current.time})",
+        machine=current.machine,
+    )
 
 
 def train_starter(
@@ -222,9 +236,21 @@ def train_starter(
     command = (
         f"python -m models.train --out {out} --images {s.images} --val-images {s.val_images} "
         f"--held-out-images {s.held_out_images} --epochs {s.epochs} --imgsz {s.imgsz} --batch {s.batch} "
-        f"--workers {s.workers} --seed {s.seed} --model {s.model}" + (f" --dest {dest}" if dest else "")
+        f"--workers {s.workers} --seed {s.seed} --model {s.model}"
         + (f" --init-weights {s.init_weights}" if s.init_weights else "")
+        + (f" --dest {dest}" if dest else "")
     )
+    training = TrainingInfo(
+        command=command,
+        settings={**s.__dict__, "mosaic": 1.0, "close_mosaic": close_mosaic, "amp": False},
+        epochs=s.epochs,
+        time=f"{seconds / 60:.1f} min",
+        machine=_machine(),
+    )
+    # A run that continues an earlier one records both: its card sits beside the weights it started from.
+    previous = find_card(Path(s.init_weights)) if s.init_weights else None
+    if previous is not None:
+        training = continued_training(previous.training, training)
     card = ModelCard(
         name=STARTER_NAME,
         version="0.1.0",
@@ -237,22 +263,14 @@ def train_starter(
         thresholds=Thresholds(score=0.35, iou=0.5),
         licence="Apache-2.0 (weights trained by this project from its own generated images)",
         data=SYNTHETIC_DATA,
-        training=TrainingInfo(
-            command=command,
-            settings={**s.__dict__, "mosaic": 1.0, "close_mosaic": close_mosaic, "amp": False},
-            epochs=s.epochs,
-            time=f"{seconds / 60:.1f} min",
-            machine=_machine(),
-        ),
+        training=training,
         metrics=metrics,
         intended_use="The demo scenario and the service's tests: a detector that runs end to end on the "
         "project's synthetic kitchen and its demo video without downloading anything.",
         limitations=[
             NOT_FOR_REAL_KITCHENS,
-            f"Trained on a 2-core CPU ({s.epochs} epochs, {seconds / 60:.0f} min"
-            + (f", continuing from {Path(s.init_weights).name} of an earlier run" if s.init_weights else "")
-            + "); small objects (cigarettes, phones) are "
-            "its weakest classes.",
+            f"Trained from scratch on a 2-core CPU ({training.epochs} epochs, {training.time}); small objects "
+            "(cigarettes, phones) are its weakest classes.",
             "For real cameras, train or fine-tune a detector on labelled real kitchen footage with the same "
             "class list and ship it with its own card.",
         ],
