@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 BUILTIN_DIR = Path(__file__).resolve().parent / "starter"
 BUILTIN_MODELS: dict[str, str] = {
     "kitchen-starter": "kitchen-starter.onnx",
+    "mask-starter": "mask-starter.onnx",
 }
 
 

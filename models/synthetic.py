@@ -1089,7 +1089,7 @@ class DemoScene:
             hat=None,
             mask=None,
             gloves=None,
-            short_sleeves=True,
+            short_sleeves=False,  # bare forearms cut off by the counter would read as hands
         )
         back_door = Look(
             skin=SKIN_TONES[2],
