@@ -28,12 +28,14 @@ from api.auth import (
     require,
     visible_event,
 )
+from api.console import console_router
 from api.feed import Feed, feed_router
 from api.ingest import EventHub, Ingest
+from api.live import LiveSessions, LiveSource, live_router
 from api.review import review_router
 from api.subscriptions import document_webhook, subscriptions_router
 from brightkitchen.bus import Bus
-from brightkitchen.config import AuthConfig, OutputsConfig
+from brightkitchen.config import AuthConfig, LiveConfig, OutputsConfig
 from brightkitchen.events import Event
 from brightkitchen.review import ReviewStore
 from brightkitchen.snapshots import SnapshotStore
@@ -64,6 +66,10 @@ class AppContext:
     site_timezones: dict[str, str] = field(default_factory=dict)  # site id -> IANA zone, for daily stats
     clock: Callable[[], float] = time.time  # token expiry and review times
     outputs: OutputsConfig = field(default_factory=OutputsConfig)  # webhook delivery, Redis stream
+    live: LiveSource | None = None  # the live view's video (None: no live view)
+    live_settings: LiveConfig = field(default_factory=LiveConfig)
+    # site id, UTC timestamp -> whether parents may watch then (the service builds it from the config).
+    viewing_hours: Callable[[str, float], bool] = lambda site, ts: False
 
 
 class EventPage(BaseModel):
@@ -101,6 +107,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     ingest = Ingest(ctx.bus, ctx.store, hub)
     auth = Authenticator(UserStore(ctx.store, ctx.clock), ctx.auth, ctx.clock)
     feed = Feed(ctx.store, hub, ctx.outputs)
+    live = LiveSessions(ctx.live, ctx.live_settings, ctx.camera_status, ctx.viewing_hours, ctx.clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +120,9 @@ def create_app(ctx: AppContext) -> FastAPI:
         for task in ctx.background:
             task.start()
         yield
+        await live.close()
+        if ctx.live is not None:
+            ctx.live.close()
         for task in reversed(ctx.background):
             task.stop()
         ingest.stop()
@@ -130,6 +140,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(auth_router(auth))
     reviews = ReviewStore(ctx.store, ctx.clock)
     app.include_router(review_router(ctx.store, reviews, ctx.snapshots, ctx.site_timezones))
+    app.include_router(live_router(live))
+    app.include_router(console_router())
+    app.state.live = live
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

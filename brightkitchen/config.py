@@ -47,6 +47,13 @@ class CameraConfig(Strict):
     analysis_fps: float = Field(1.0, gt=0, le=30)
     zones: list[ZoneConfig] = []
     enabled: bool = True
+    live_url: str | None = Field(
+        None, description="stream for the live view (e.g. the camera's main stream); none = url"
+    )
+    privacy: Literal["none", "blur_faces"] = Field(
+        "none", description="live view: blur_faces blurs every face before the video leaves the server "
+        "(decodes and re-encodes the stream)"
+    )
 
     @property
     def display_name(self) -> str:
@@ -65,6 +72,10 @@ class SiteConfig(Strict):
     timezone: str = "Asia/Shanghai"
     schedules: dict[Identifier, list[WindowConfig]] = {}
     cameras: list[CameraConfig] = []
+    viewing_hours: Identifier | None = Field(
+        None, description="schedule of this site in which parents may watch the live view; none = parents "
+        "may not watch"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -182,6 +193,29 @@ class OutputsConfig(Strict):
                                   "are kept (resume and replay reach this far back)")
 
 
+class LiveConfig(Strict):
+    """The live view: WebRTC from the server to browsers, one camera pull shared by its viewers."""
+
+    enabled: bool = True
+    max_viewers_per_camera: int = Field(
+        8, ge=1, le=1000, description="concurrent viewers of one camera; one more gets a clear refusal"
+    )
+    idle_close_s: float = Field(
+        10.0, ge=0, description="a camera's live pull stays open this long after its last viewer leaves"
+    )
+    ice_servers: list[str] = Field(
+        [], description="STUN/TURN URLs (stun:host:port) for viewers behind NAT; empty: host candidates only"
+    )
+    ice_addresses: list[str] = Field(
+        [], description="local addresses offered to viewers' browsers (ICE host candidates); empty: every "
+        "interface's but loopback. [127.0.0.1] keeps the live view on this machine"
+    )
+    privacy_bitrate_kbps: int = Field(1500, ge=100, le=20000, description="bitrate of re-encoded live video")
+    privacy_detect_every: int = Field(
+        1, ge=1, le=25, description="run the face detector on every Nth frame (boxes are kept in between)"
+    )
+
+
 class Config(Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
@@ -192,6 +226,7 @@ class Config(Strict):
     api: ApiConfig = ApiConfig()
     worker: WorkerConfig = WorkerConfig()
     outputs: OutputsConfig = OutputsConfig()
+    live: LiveConfig = LiveConfig()
     # Folder of the config file: relative paths in it are relative to this.
     _base_dir: Path = PrivateAttr(Path("."))
 
@@ -220,6 +255,10 @@ class Config(Strict):
                     raise ValueError(f"rule {rule.name!r}: camera {cam.id!r} has no zone {missing[0]!r}")
                 if rule.schedule and rule.schedule not in site.schedules:
                     raise ValueError(f"rule {rule.name!r}: site {site.id!r} has no schedule {rule.schedule!r}")
+        for site in self.sites:
+            if site.viewing_hours and site.viewing_hours not in site.schedules:
+                raise ValueError(f"site {site.id!r}: viewing_hours names no schedule of the site "
+                                 f"({site.viewing_hours!r})")
         return self
 
     def cameras(self) -> list[tuple[SiteConfig, CameraConfig]]:

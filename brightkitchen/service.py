@@ -13,6 +13,7 @@ from brightkitchen.bus import InProcessBus
 from brightkitchen.config import Config, json_schema
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventStore, sqlite_path
+from streams.live import FeedOptions, LiveVideo, live_cameras, viewing_hours
 from streams.worker import Worker
 
 log = logging.getLogger("brightkitchen.service")
@@ -41,8 +42,18 @@ class Service:
             auth=self.config.api.auth,
             site_timezones={site.id: site.timezone for site in self.config.sites},
             outputs=self.config.outputs,
+            live=self.live_video() if self.config.live.enabled else None,
+            live_settings=self.config.live,
+            viewing_hours=viewing_hours(self.config),
         )
         return create_app(ctx)
+
+    def live_video(self) -> LiveVideo:
+        worker, live = self.config.worker, self.config.live
+        options = FeedOptions(open_timeout_s=worker.open_timeout_s, read_timeout_s=worker.read_timeout_s,
+                              backoff_max_s=min(worker.backoff_max_s, 10.0), idle_close_s=live.idle_close_s)
+        return LiveVideo(live_cameras(self.config), options, bitrate_kbps=live.privacy_bitrate_kbps,
+                         detect_every=live.privacy_detect_every)
 
 
 def build_service(config: Config) -> Service:
