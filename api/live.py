@@ -32,6 +32,7 @@ from brightkitchen.users import Principal, can_watch
 log = logging.getLogger("api.live")
 WATCH_INTERVAL_S = 0.5  # how often a session checks its viewing window and its camera's state
 MAX_SDP_CHARS = 64 * 1024
+CONNECT_TIMEOUT_S = 15.0  # a viewer whose connection is not up by then is ended (it took a place)
 
 
 class LiveSource(Protocol):
@@ -222,6 +223,10 @@ class LiveSessions:
             while not session.ended:
                 if session.pc.connectionState in ("failed", "closed"):
                     await self.end(session.id, "disconnected")
+                    return
+                if (session.pc.connectionState != "connected"
+                        and time.time() - session.started_at > CONNECT_TIMEOUT_S):
+                    await self.end(session.id, "never connected")
                     return
                 if self.why_not(session.principal, session.site) is not None:
                     self._send(session, {"type": "end", "reason": "outside_viewing_hours"})
