@@ -61,7 +61,7 @@ def test_page_lists_events_with_pictures_and_updates_live(running_api, browser_p
     # Newest first, each with its snapshot really loaded.
     assert page.locator("article.event .rule").all_inner_texts() == ["rule 2", "rule 1", "rule 0"]
     page.wait_for_function("[...document.querySelectorAll('article.event img')].every(i => i.naturalWidth === 320)")
-    page.wait_for_function("document.getElementById('cameras').textContent.includes('Kitchen 1')")
+    page.wait_for_function("document.getElementById('cameras').title.includes('Kitchen 1')")
     assert page.locator("#login").is_hidden()
 
     # A new event and a phase change arrive over server-sent events, without a reload.
@@ -70,7 +70,7 @@ def test_page_lists_events_with_pictures_and_updates_live(running_api, browser_p
     page.wait_for_function("document.querySelectorAll('article.event').length === 4")
     running_api.bus.publish(events[0].model_copy(update={"phase": "closed", "revision": 2}))
     page.wait_for_function(
-        f"document.querySelector('article.event[data-id=\"{events[0].id}\"] .phase').textContent === 'closed'"
+        f"document.querySelector('article.event[data-id=\"{events[0].id}\"] .phase').dataset.phase === 'closed'"
     )
     assert page.locator("article.event .rule").first.inner_text() == "rule 3"
     ARTIFACTS.mkdir(exist_ok=True)
