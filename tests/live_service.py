@@ -64,6 +64,8 @@ class LiveService:
     live: LiveVideo
     app: Any
     store: EventStore
+    bus: InProcessBus
+    snapshots: SnapshotStore
     tokens: dict[str, str]
 
     def sessions(self) -> dict[str, Any]:
@@ -91,7 +93,8 @@ def live_service(tmp_path: Path, rtsp: RtspServerProcess, *, viewing: dict[str, 
                           idle_close_s=config.live.idle_close_s)
     live = LiveVideo(live_cameras(config), options, face_detector=face_detector)
     settings: LiveConfig = config.live
-    ctx = AppContext(store=store, snapshots=SnapshotStore(tmp_path / "snapshots"), bus=InProcessBus(),
+    bus, snapshots = InProcessBus(), SnapshotStore(tmp_path / "snapshots")
+    ctx = AppContext(store=store, snapshots=snapshots, bus=bus,
                      camera_status=lambda: cameras, auth=AuthConfig(enabled=True), live=live,
                      live_settings=settings, viewing_hours=viewing_hours(config))
     app = create_app(ctx)
@@ -102,7 +105,7 @@ def live_service(tmp_path: Path, rtsp: RtspServerProcess, *, viewing: dict[str, 
                 r = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
                 r.raise_for_status()
                 tokens[name] = r.json()["token"]
-        yield LiveService(url, rtsp, live, app, store, tokens)
+        yield LiveService(url, rtsp, live, app, store, bus, snapshots, tokens)
     store.close()
 
 

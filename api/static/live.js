@@ -34,8 +34,9 @@ class LivePlayer {
       this.stats.frames += 1;
       this.lastFrameAt = performance.now();
       if (this.stats.firstFrameMs === null) this.stats.firstFrameMs = this.lastFrameAt - this.stats.startedAt;
+      if (this.closed) return;  // frames still in flight after the end change nothing
       if (this.status !== "live") this._status("live");
-      if (!this.closed) this.video.requestVideoFrameCallback(onFrame);
+      this.video.requestVideoFrameCallback(onFrame);
     };
     this.video.requestVideoFrameCallback(onFrame);
   }
