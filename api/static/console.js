@@ -182,8 +182,13 @@ async function refreshCameras() {
 }
 
 async function loadRules() {
+  // The rules that have events, with the title their newest event carries.
   const stats = await apiJson("/api/v1/stats");
-  for (const row of stats.rows) if (!app.rules.has(row.rule)) app.rules.set(row.rule, row.rule);
+  const rules = [...new Set(stats.rows.map((row) => row.rule))];
+  await Promise.all(rules.map(async (rule) => {
+    const page = await apiJson(`/api/v1/events?rule=${encodeURIComponent(rule)}&limit=1`).catch(() => ({items: []}));
+    app.rules.set(rule, (page.items[0] && page.items[0].rule_title) || rule);
+  }));
 }
 
 function options(select, values, current) {
