@@ -210,9 +210,17 @@ class LiveConfig(Strict):
         [], description="local addresses offered to viewers' browsers (ICE host candidates); empty: every "
         "interface's but loopback. [127.0.0.1] keeps the live view on this machine"
     )
+    face_model: str = Field(
+        "builtin:faces-retinaface", description="face detector of privacy mode: an ONNX file or builtin:NAME"
+    )
+    face_min_score: float = Field(
+        0.5, gt=0, le=1, description="faces scoring this or more are blurred (rather too much blur than too little)"
+    )
+    face_threads: int = Field(1, ge=0, description="intra-op threads of the face detector, 0 = onnxruntime default")
     privacy_bitrate_kbps: int = Field(1500, ge=100, le=20000, description="bitrate of re-encoded live video")
     privacy_detect_every: int = Field(
-        1, ge=1, le=25, description="run the face detector on every Nth frame (boxes are kept in between)"
+        5, ge=1, le=25, description="run the face detector on every Nth frame; the frames in between wait for "
+        "the next detection (N frames of delay) and are blurred with the boxes of both"
     )
 
 

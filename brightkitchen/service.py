@@ -13,7 +13,7 @@ from brightkitchen.bus import InProcessBus
 from brightkitchen.config import Config, json_schema
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventStore, sqlite_path
-from streams.live import FeedOptions, LiveVideo, live_cameras, viewing_hours
+from streams.live import FeedOptions, LiveVideo, face_detector, live_cameras, viewing_hours
 from streams.worker import Worker
 
 log = logging.getLogger("brightkitchen.service")
@@ -52,8 +52,8 @@ class Service:
         worker, live = self.config.worker, self.config.live
         options = FeedOptions(open_timeout_s=worker.open_timeout_s, read_timeout_s=worker.read_timeout_s,
                               backoff_max_s=min(worker.backoff_max_s, 10.0), idle_close_s=live.idle_close_s)
-        return LiveVideo(live_cameras(self.config), options, bitrate_kbps=live.privacy_bitrate_kbps,
-                         detect_every=live.privacy_detect_every)
+        return LiveVideo(live_cameras(self.config), options, face_detector=face_detector(self.config),
+                         bitrate_kbps=live.privacy_bitrate_kbps, detect_every=live.privacy_detect_every)
 
 
 def build_service(config: Config) -> Service:

@@ -98,6 +98,22 @@ def viewing_hours(config: Config) -> Callable[[str, float], bool]:
     return allowed
 
 
+def face_detector(config: Config) -> Callable[[], FaceDetector]:
+    """What loads the privacy mode's face detector (on the first privacy viewer, not at start-up)."""
+    live = config.live
+
+    def load() -> FaceDetector:
+        from models.cards import builtin_model_path
+        from vision.faces import RetinaFaceDetector
+
+        name = live.face_model
+        path = builtin_model_path(name.removeprefix("builtin:")) if name.startswith("builtin:") \
+            else config.resolve_path(name)
+        return RetinaFaceDetector(path, score_threshold=live.face_min_score, threads=live.face_threads)
+
+    return load
+
+
 # -- H.264 access units --------------------------------------------------------------------------
 
 
@@ -162,7 +178,7 @@ class RtpClock:
             if self._anchor is None or abs(self._anchor + source_s - now) > MAX_CLOCK_DRIFT_S:
                 self._anchor = now - source_s
             t = self._anchor + source_s
-        ticks = max(int(t * RTP_CLOCK), self._last + 1)
+        ticks = max(round(t * RTP_CLOCK), self._last + 1)
         self._last = ticks
         return ticks
 
@@ -195,25 +211,29 @@ def blur_boxes(image: np.ndarray, boxes: np.ndarray, margin: float = 0.25) -> No
 
 
 class FaceBlurEncoder:
-    """Decode -> blur faces -> H.264, for one camera. Faces are looked for on every `detect_every`th
-    frame; the frames in between blur the boxes last found."""
+    """Decode -> blur faces -> H.264, for one camera.
 
-    def __init__(self, detector: FaceDetector, *, bitrate_kbps: int, detect_every: int = 1,
-                 detect_size: int = 640) -> None:
+    Faces are looked for on every `detect_every`th frame. The frames in between are held back until the
+    next detection and blurred with the boxes of both detections around them, so a face that walks in
+    between two detections is blurred from the first frame it is in (at the cost of `detect_every`
+    frames of delay); only a face that comes and goes entirely between two detections could pass."""
+
+    def __init__(self, detector: FaceDetector, *, bitrate_kbps: int, detect_every: int = 1) -> None:
         self.detector = detector
         self.face_class = list(detector.names).index("face") if "face" in detector.names else None
         if self.face_class is None:
             raise SourceError(f"the face detector has no class 'face' (it has {list(detector.names)})")
         self.bitrate = bitrate_kbps * 1000
         self.detect_every = detect_every
-        self.detect_size = detect_size
         self.want_keyframe = threading.Event()
         self._decoder: av.VideoCodecContext | None = None
         self._encoder: av.VideoCodecContext | None = None
+        self._fps = 25
         self._boxes = np.zeros((0, 4), np.float32)
+        self._held: list[tuple[np.ndarray, int]] = []  # frames waiting for the next detection
         self._count = 0
         self.frames = 0
-        self.faces = 0
+        self.faces = 0  # boxes blurred, summed over the detections
 
     def reset(self, stream: av.video.stream.VideoStream, fps: float) -> None:
         """A new connection: a decoder for its stream; the encoder stays while the size stays."""
@@ -221,6 +241,8 @@ class FaceBlurEncoder:
         self._decoder.extradata = stream.codec_context.extradata
         self._decoder.thread_count = 1
         self._fps = max(1, round(fps))
+        self._held.clear()  # frames of the lost connection are not sent half-checked
+        self._count = 0
         self.want_keyframe.set()
 
     def _encoder_for(self, width: int, height: int) -> av.VideoCodecContext:
@@ -234,22 +256,30 @@ class FaceBlurEncoder:
             encoder.max_b_frames = 0
             encoder.thread_count = 1
             encoder.profile = "Constrained Baseline"
-            # A keyframe every second and no lookahead: what a live viewer needs.
+            # A keyframe every second, parameter sets with each, no lookahead: what live viewers need.
             encoder.options = {"preset": "veryfast", "tune": "zerolatency",
                                "x264-params": f"keyint={self._fps}:min-keyint={self._fps}:scenecut=0:repeat-headers=1"}
             self._encoder = encoder
+            self.want_keyframe.set()
         return self._encoder
 
     def _faces(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        scale = min(1.0, self.detect_size / max(width, height))
-        small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)),
-                                                        interpolation=cv2.INTER_AREA)
-        found = self.detector.detect([small], [(width, height)])[0]
+        found = self.detector.detect([image])[0]
         return found.xyxy[found.class_ids == self.face_class]
 
-    def process(self, packet: av.Packet) -> list[tuple[bytes, bool]]:
-        """One camera packet -> the encoded access units (annex-B, is keyframe) it yields."""
+    def _encode(self, image: np.ndarray, ticks: int) -> list[tuple[bytes, bool, int]]:
+        encoder = self._encoder_for(image.shape[1], image.shape[0])
+        picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+        picture.pts = self.frames
+        picture.time_base = encoder.time_base
+        if self.want_keyframe.is_set():
+            self.want_keyframe.clear()
+            picture.pict_type = av.video.frame.PictureType.I
+        self.frames += 1
+        return [(bytes(p), bool(p.is_keyframe), ticks) for p in encoder.encode(picture)]
+
+    def process(self, packet: av.Packet, ticks: int) -> list[tuple[bytes, bool, int]]:
+        """One camera packet and its RTP time -> encoded access units (annex-B, keyframe, RTP time)."""
         assert self._decoder is not None, "reset() first"
         try:
             frames = self._decoder.decode(packet)
@@ -257,22 +287,19 @@ class FaceBlurEncoder:
             return []  # a damaged packet spoils its frame; the next keyframe repairs the picture
         out = []
         for frame in frames:
-            image = frame.to_ndarray(format="bgr24")
-            if self._count % self.detect_every == 0:
-                self._boxes = self._faces(image)
-                self.faces += len(self._boxes)
+            self._held.append((frame.to_ndarray(format="bgr24"), ticks))
             self._count += 1
-            blur_boxes(image, self._boxes)
-            encoder = self._encoder_for(frame.width, frame.height)
-            picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
-            picture.pts = self.frames
-            picture.time_base = encoder.time_base
-            if self.want_keyframe.is_set():
-                self.want_keyframe.clear()
-                picture.pict_type = av.video.frame.PictureType.I
-            self.frames += 1
-            for encoded in encoder.encode(picture):
-                out.append((bytes(encoded), bool(encoded.is_keyframe)))
+            if (self._count - 1) % self.detect_every:
+                continue
+            image = self._held[-1][0]
+            boxes = self._faces(image)
+            self.faces += len(boxes)
+            around = np.concatenate([self._boxes, boxes])
+            for held, held_ticks in self._held:
+                blur_boxes(held, around)  # the last two detections: a face one of them missed stays hidden
+                out.extend(self._encode(held, held_ticks))
+            self._held.clear()
+            self._boxes = boxes
         return out
 
 
@@ -514,9 +541,12 @@ class CameraFeed:
                     return
                 source_s = None  # file timestamps restart on every loop: the wall clock is the clock
             index += 1
-            units = self.blur.process(packet) if self.blur is not None else convert.convert(packet)
             ticks = self._clock.stamp(source_s)
-            for data, keyframe in units:
+            if self.blur is not None:
+                units = self.blur.process(packet, ticks)
+            else:
+                units = [(data, keyframe, ticks) for data, keyframe in convert.convert(packet)]
+            for data, keyframe, ticks in units:
                 self.units += 1
                 self.keyframes += keyframe
                 self.last_unit_at = time.time()
