@@ -57,7 +57,8 @@ def test_annex_b_puts_out_of_band_parameter_sets_before_keyframes(clip_factory):
         stream = container.streams.video[0]
         packets = [p for p in container.demux(stream) if p.size]
         first = bytes(packets[0])
-    sps_pps_end = first.index(b"\x00\x00\x00\x01\x65")  # the IDR slice's start code
+    sps_pps_end = first.index(b"\x00\x00\x01\x65")  # the IDR slice's start code
+    sps_pps_end -= first[sps_pps_end - 1] == 0  # a 4-byte start code
     parameter_sets, idr = first[:sps_pps_end], first[sps_pps_end:]
     assert nal_types(idr) == {IDR}
 
