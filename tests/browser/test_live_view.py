@@ -144,3 +144,22 @@ def test_the_live_wall_plays_every_camera_the_user_may_see(tmp_path, camera, ope
         assert parent.locator("#view-alerts").is_hidden()
         assert parent.locator("nav a:visible").all_inner_texts() == ["实时画面"]
         wait_for(lambda: len(svc.sessions()) == 3, 20, "three viewers")
+
+
+def test_privacy_mode_plays_blurred_video_in_the_browser(tmp_path, rtsp_server, demo_clip, open_page):
+    from streams.live import face_detector
+    from tests.live_service import live_config
+
+    camera = rtsp_server({"/cam1": demo_clip, "/cam2": demo_clip})
+    detector = face_detector(live_config({"cam1": "x", "cam2": "y"}, viewing=window_around(datetime.now(UTC), 60, 60)))
+    with live_service(tmp_path, camera, privacy="blur_faces", face_detector=detector) as svc:
+        page = open_page(f"{svc.url}/live/cam1", svc.tokens["parent1"])
+        page.evaluate(COUNT_FRAMES)
+        page.wait_for_function("window.testFrames >= 50", timeout=60_000)
+        assert page.evaluate(CODEC)["mime"] == "video/H264"
+        assert page.locator("#privacy").is_visible() and page.locator("#privacy").inner_text() == "人脸已模糊"
+        blur = svc.live._feeds["cam1"].blur
+        assert blur is not None and blur.frames >= 50
+        page.wait_for_function("window.testFrames >= 200", timeout=60_000)  # the demo's workers are in view
+        assert blur.faces > 0, "faces were found and blurred"
+        screenshot(page, "live-privacy")
