@@ -26,6 +26,7 @@ class Viewer:
     started: float = field(default_factory=time.monotonic)
     messages: list[dict[str, Any]] = field(default_factory=list)
     answer_sdp: str = ""
+    last_pts: int | None = None  # RTP time (90 kHz) of the newest frame
     _task: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -87,9 +88,10 @@ async def watch(base_url: str, camera: str, token: str | None = None, *,
 async def _count(viewer: Viewer, track: Any) -> None:
     while True:
         try:
-            await track.recv()
+            frame = await track.recv()
         except MediaStreamError:
             return
         viewer.frames += 1
+        viewer.last_pts = frame.pts
         if viewer.first_frame_s is None:
             viewer.first_frame_s = time.monotonic() - viewer.started
