@@ -187,7 +187,10 @@ class LiveSessions:
         assert self.source is not None
         ice = [RTCIceServer(urls=url) for url in self.settings.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice or None))
-        track = self.source.subscribe(camera_id)
+        try:
+            track = self.source.subscribe(camera_id)
+        except KeyError:
+            raise _refuse(404, "no_camera", f"camera {camera_id!r} has no live view (disabled?)") from None
         session = LiveSession(secrets.token_urlsafe(12), camera_id, camera["site"], who, pc, track)
         self.sessions[session.id] = session
         try:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -33,6 +34,22 @@ class Viewer:
         if self._task is not None:
             self._task.cancel()
         await self.pc.close()
+
+
+class _CountingDecoder:
+    """Stands in for aiortc's decoder: one frame (with its RTP time) per complete encoded frame."""
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        return [SimpleNamespace(pts=encoded_frame.timestamp)]
+
+
+def count_without_decoding() -> None:
+    """Make this process's viewers count the complete frames they receive without decoding them, so one
+    machine can play many viewers (aiortc still receives, decrypts, reorders and reassembles every
+    frame). Without it, each viewer decodes what it gets, as a browser does."""
+    import aiortc.rtcrtpreceiver
+
+    aiortc.rtcrtpreceiver.get_decoder = lambda codec: _CountingDecoder()
 
 
 class Refused(Exception):

@@ -38,7 +38,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from brightkitchen.config import Config, SiteConfig
-from streams.reader import SourceError, describe_error, is_live_url, redact_url
+from streams.reader import SourceError, describe_error, is_live_url
 from vision.detections import Detections
 from vision.schedule import Schedule, Window
 
@@ -450,8 +450,7 @@ class CameraFeed:
         thread, self._thread = self._thread, None
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(self.options.open_timeout_s + self.options.read_timeout_s + 2)
-        if self.state != "offline" or not self.viewers:
-            self.state = "idle"
+        self.state = "idle"
 
     # The pull thread.
 
@@ -615,6 +614,3 @@ class LiveVideo:
                 feed.loop.call_soon_threadsafe(track.offer, None, False)
             feed.stop()
         self._feeds.clear()
-
-    def describe(self) -> str:
-        return ", ".join(f"{c.id}: {redact_url(c.url)}" for c in self.cameras.values())
