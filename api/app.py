@@ -28,7 +28,7 @@ from api.auth import (
     require,
     visible_event,
 )
-from api.console import console_router
+from api.console import add_console_routes
 from api.feed import Feed, feed_router
 from api.ingest import EventHub, Ingest
 from api.live import LiveSessions, LiveSource, live_router
@@ -141,7 +141,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     reviews = ReviewStore(ctx.store, ctx.clock)
     app.include_router(review_router(ctx.store, reviews, ctx.snapshots, ctx.site_timezones))
     app.include_router(live_router(live))
-    app.include_router(console_router())
+    add_console_routes(app)
     app.state.live = live
 
     @app.exception_handler(RequestValidationError)

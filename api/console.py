@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, HTTPException
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
 MEDIA_TYPES = {
@@ -27,18 +27,16 @@ def _asset(name: str) -> bytes:
     return path.read_bytes()
 
 
-def console_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def add_console_routes(app: FastAPI) -> None:
+    """On the app itself (not an included router), like the page at /, so they are listed with its routes."""
 
-    @router.get("/static/{name}")
+    @app.get("/static/{name}", include_in_schema=False)
     def asset(name: str) -> Response:
         ext = "." + name.rsplit(".", 1)[-1]
         # Revalidated on every load, so a new version shows at once after an upgrade.
         return Response(_asset(name), media_type=MEDIA_TYPES[ext], headers={"Cache-Control": "no-cache"})
 
-    @router.get("/live/{camera_id}", response_class=HTMLResponse)
+    @app.get("/live/{camera_id}", response_class=HTMLResponse, include_in_schema=False)
     def live_page(camera_id: str) -> HTMLResponse:
         """One camera full-screen: the link to give parents."""
         return HTMLResponse(_asset("live.html").decode())
-
-    return router

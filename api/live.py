@@ -17,17 +17,17 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import aioice.ice
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from api.auth import AnyPrincipal
+from api.auth import require
 from brightkitchen.config import LiveConfig
-from brightkitchen.users import Principal, can_watch
+from brightkitchen.users import WATCHERS, Principal, can_watch
 
 log = logging.getLogger("api.live")
 WATCH_INTERVAL_S = 0.5  # how often a session checks its viewing window and its camera's state
@@ -262,25 +262,28 @@ class LiveSessions:
             await self.end(session_id, "server stopping")
 
 
+Watcher = Annotated[Principal, Depends(require(WATCHERS))]
+
+
 def live_router(sessions: LiveSessions) -> APIRouter:
     router = APIRouter(prefix="/api/v1/live", tags=["live"])
     problems = {400: {}, 403: {}, 404: {}, 503: {}}
 
     @router.get("/cameras", response_model=list[LiveCameraOut])
-    def cameras(who: AnyPrincipal) -> list[LiveCameraOut]:
+    def cameras(who: Watcher) -> list[LiveCameraOut]:
         """The cameras the caller may watch (a parent: its own school's), with their live state and
         whether they can be opened now."""
         return sessions.listing(who)
 
     @router.post("/{camera_id}/offer", response_model=Answer, responses=problems)
-    async def offer(camera_id: str, body: Offer, who: AnyPrincipal) -> Answer:
+    async def offer(camera_id: str, body: Offer, who: Watcher) -> Answer:
         """Open a viewer: a WebRTC offer with one receive-only video transceiver (H.264) and a data
         channel, answered with the server's description. A parent may watch only its own school and
         only within the school's viewing hours; each camera takes `live.max_viewers_per_camera`."""
         return await sessions.open(who, camera_id, body)
 
     @router.delete("/sessions/{session_id}", status_code=204, responses={404: {}})
-    async def close(session_id: str, who: AnyPrincipal) -> None:
+    async def close(session_id: str, who: Watcher) -> None:
         """End a viewer session (the page does when it is closed)."""
         session = sessions.sessions.get(session_id)
         if session is None or session.principal.name != who.name:

@@ -108,4 +108,6 @@ def test_cameras_health_metrics_and_openapi(running_api):
                 "/api/v1/cameras", "/api/v1/events/stream", "/healthz", "/metrics"} <= set(spec["paths"])
         assert "Event" in spec["components"]["schemas"]
         page = http.get("/")
-        assert page.status_code == 200 and "/api/v1/events/stream" in page.text
+        assert page.status_code == 200 and "/static/console.js" in page.text
+        script = http.get("/static/console.js")
+        assert script.headers["content-type"].startswith("text/javascript") and "/api/v1/events/stream" in script.text

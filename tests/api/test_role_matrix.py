@@ -53,7 +53,13 @@ GET    /api/v1/subscriptions                           200  403  403  403  403  
 GET    /api/v1/subscriptions/{sub_id}                  200  403  403  403  403  200  404  401  401  401
 DELETE /api/v1/subscriptions/{sub_id}                  204  403  403  403  403  204  404  401  401  401
 POST   /api/v1/subscriptions/{sub_id}/replay           200  403  403  403  403  200  404  401  401  401
+GET    /static/{name}                                  200  200  200  200  200  200  200  200  200  200
+GET    /live/{camera_id}                               200  200  200  200  200  200  200  200  200  200
+GET    /api/v1/live/cameras                            200  200  200  200  200  403  403  401  401  401
+POST   /api/v1/live/{camera_id}/offer                  503  503  404  503  503  403  403  401  401  401
+DELETE /api/v1/live/sessions/{session_id}              404  404  404  404  404  403  403  401  401  401
 """
+# The live view is off in this app (no video source): whoever may open camera A's stream gets 503.
 PRINCIPALS = (
     "admin", "regulator_a", "regulator_b", "manager_a", "parent_a",
     "platform", "platform_b", "anonymous", "expired", "revoked",
@@ -158,6 +164,9 @@ def request_for(world: World, route: tuple[str, str], principal: str) -> tuple[s
             created = http.post("/api/v1/subscriptions", json=SUBSCRIPTION)
         assert created.status_code == 201, created.text
         path = path.replace("{sub_id}", created.json()["id"])
+    path = path.replace("{name}", "console.js").replace("{camera_id}", "cam-a").replace("{session_id}", "none")
+    if path.endswith("/offer"):
+        kwargs["json"] = {"sdp": "v=0 H264", "type": "offer"}
     if path == "/api/v1/subscriptions" and method == "POST":
         kwargs["json"] = SUBSCRIPTION
     elif path.endswith("/login"):
