@@ -126,6 +126,8 @@ def _progress_callback(total_epochs: int) -> Any:
     started = time.monotonic()
 
     def on_fit_epoch_end(trainer: Any) -> None:
+        if trainer.epoch + 1 > total_epochs:  # the final validation calls back once more
+            return
         done = trainer.epoch + 1 - trainer.start_epoch
         elapsed = time.monotonic() - started
         left = elapsed / max(done, 1) * (total_epochs - trainer.epoch - 1)
@@ -289,14 +291,15 @@ def _link_or_copy(source: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def measure_detector(onnx_path: Path, names: list[str], imgsz: int, data_view: Path, text: CardText) -> MetricSet:
-    """The exported model as the worker runs it (YoloDetector), on the run's val split."""
-    from models.evaluate import AP_SCORE_THRESHOLD, evaluate, load_dataset
+def measure_detector(onnx_path: Path, names: list[str], imgsz: int, data: Path, split: str,
+                     renames: dict[str, str], text: CardText) -> MetricSet:
+    """The exported model as the worker runs it (YoloDetector) on one split of the source data.yaml."""
+    from models.evaluate import AP_SCORE_THRESHOLD, evaluate, load_dataset, rename_classes
     from vision.detector import YoloDetector
 
     detector = YoloDetector(onnx_path, class_names=names, input_size=imgsz, score_threshold=AP_SCORE_THRESHOLD,
                             iou_threshold=text.iou_threshold)
-    dataset = load_dataset(data_view, "val")
+    dataset = rename_classes(load_dataset(data, split), renames)
     metrics = evaluate(detector, dataset, text.score_threshold)
     values = {k: round(v, 4) for k, v in (("map50", metrics.map50), ("map50_95", metrics.map50_95),
                                           ("precision", metrics.precision), ("recall", metrics.recall))
@@ -307,7 +310,7 @@ def measure_detector(onnx_path: Path, names: list[str], imgsz: int, data_view: P
         for c in metrics.per_class
     }
     return MetricSet(
-        dataset=f"{text.data_where or data_view}: val split ({metrics.images} images, {metrics.instances} boxes)",
+        dataset=f"{split} split of {data} ({metrics.images} images, {metrics.instances} boxes)",
         how="brightkitchen models eval: the exported ONNX in the service's YoloDetector (letterbox, decode, NMS "
         f"IoU {text.iou_threshold}), COCO 101-point AP; precision and recall at the card's score "
         f"{text.score_threshold}, IoU 0.50",
@@ -316,12 +319,14 @@ def measure_detector(onnx_path: Path, names: list[str], imgsz: int, data_view: P
     )
 
 
-def measure_classifier(onnx_path: Path, names: list[str], data_view: Path, text: CardText) -> MetricSet:
+def measure_classifier(onnx_path: Path, names: list[str], data: Path, split: str, renames: dict[str, str],
+                       text: CardText) -> MetricSet:
+    """The exported model in the service's CropClassifier on every image of data/<split>/<class>/."""
     from models.evaluate import classify_folder
 
-    result = classify_folder(onnx_path, names, data_view / "val")
+    result = classify_folder(onnx_path, names, data / split, renames)
     return MetricSet(
-        dataset=f"{text.data_where or data_view}: val split ({result.images} images)",
+        dataset=f"{split} split of {data} ({result.images} images)",
         how="brightkitchen models eval: the exported ONNX in the service's CropClassifier on each whole image "
         "(short side resized, centre crop)",
         values={"top1": round(result.top1, 4)},
@@ -343,6 +348,7 @@ def train(
     settings: TrainSettings = TrainSettings(),
     renames: dict[str, str] | None = None,
     val_split: str = "val",
+    measure_splits: tuple[str, ...] = (),
     resume: bool = False,
     dest: str | Path | None = None,
     command: str = "",
@@ -376,10 +382,11 @@ def train(
     # The last epoch's weights: picking the best epoch on the split the card reports would flatter it.
     onnx_path = export_onnx(run_dir / "weights" / "last.pt", s.imgsz, dest, text.name)
     print(f"measuring {onnx_path.name} on the val split through the service's ONNX path", flush=True)
-    if task == "detect":
-        metrics = measure_detector(onnx_path, names, s.imgsz, view, text)
-    else:
-        metrics = measure_classifier(onnx_path, names, view, text)
+    metrics = [
+        measure_detector(onnx_path, names, s.imgsz, data, split, renames, text) if task == "detect"
+        else measure_classifier(onnx_path, names, data, split, renames, text)
+        for split in (val_split, *measure_splits)
+    ]
     previous_time = _previous_time(run_dir) if seconds == 0 else None
     training = TrainingInfo(
         command=command or f"brightkitchen models train --task {task} --data {data} --out {out}",
@@ -411,7 +418,7 @@ def train(
             attribution=text.data_attribution,
         ),
         training=training,
-        metrics=[metrics],
+        metrics=metrics,
         intended_use=text.intended_use or "not stated",
         limitations=list(text.limitations)
         or [f"Trained from scratch for {training.epochs} epochs; measured only on the set named under metrics."],
@@ -451,6 +458,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                         help="give a dataset class the name the rules use (repeatable)")
     parser.add_argument("--val-split", default="val", help="split to measure on (default: val)")
+    parser.add_argument("--measure-split", action="append", default=[], metavar="SPLIT",
+                        help="another split of the data to measure on and record in the card (repeatable)")
     for name in ("epochs", "imgsz", "batch", "workers", "seed"):
         parser.add_argument(f"--{name}", type=int, default=getattr(d, name))
     parser.add_argument("--model", help="ultralytics model yaml, trained from random weights "
@@ -472,9 +481,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="card: NMS overlap (detectors)")
 
 
-# Options that change what is trained, in the order the recorded command lists them.
-COMMAND_OPTIONS = ("task", "data", "name", "out", "dest", "rename", "val_split", "epochs", "imgsz", "batch",
-                   "workers", "seed", "model", "init_weights", "aug", "val_each_epoch", "resume")
+# Options that change what is trained or measured, in the order the recorded command lists them (not --resume:
+# a resumed run is the same run).
+COMMAND_OPTIONS = ("task", "data", "name", "out", "dest", "rename", "val_split", "measure_split", "epochs", "imgsz",
+                   "batch", "workers", "seed", "model", "init_weights", "aug", "val_each_epoch")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -507,4 +517,5 @@ def run(args: argparse.Namespace) -> Path:
         limitations=tuple(args.limitation), score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
     )
     return train(args.task, args.data, args.out, text, settings=settings, renames=parse_renames(args.rename),
-                 val_split=args.val_split, resume=args.resume, dest=args.dest, command=command_line(args))
+                 val_split=args.val_split, measure_splits=tuple(args.measure_split), resume=args.resume,
+                 dest=args.dest, command=command_line(args))

@@ -109,7 +109,9 @@ def test_bad_training_input_is_one_clear_line(tmp_path, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
                     reason="training needs the train extra and torch (models/README.md)")
-def test_a_tiny_detector_trains_exports_and_gets_its_card(tmp_path):
+def test_a_tiny_detector_trains_exports_and_gets_its_card(tmp_path, monkeypatch):
+    for name in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR"):  # training sets them for ultralytics; undone after the test
+        monkeypatch.setenv(name, "")
     data = tiny_yolo_set(tmp_path / "set")
     out = tmp_path / "run"
     code = main(["models", "train", "--task", "detect", "--data", str(data), "--name", "tiny", "--out", str(out),
@@ -124,3 +126,23 @@ def test_a_tiny_detector_trains_exports_and_gets_its_card(tmp_path):
     assert main(["models", "train", "--task", "detect", "--data", str(data), "--name", "tiny", "--out", str(out),
                  "--rename", "Hand=hand_bare", "--rename", "Hand-in-Glove=hand_glove", "--epochs", "1",
                  "--imgsz", "64", "--batch", "2", "--workers", "0", "--data-licence", "CC0", "--resume"]) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                    reason="training needs the train extra and torch (models/README.md)")
+def test_a_tiny_crop_classifier_trains_and_is_measured_on_each_split(tmp_path, monkeypatch):
+    for name in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR"):
+        monkeypatch.setenv(name, "")
+    for split, n in (("train", 6), ("val", 2), ("extra", 2)):
+        for cls, value in (("Bright", 230), ("Dark", 20)):
+            (tmp_path / "set" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(tmp_path / "set" / split / cls / f"{i}.png"), np.full((24, 24, 3), value, np.uint8))
+    assert main(["models", "train", "--task", "classify", "--data", str(tmp_path / "set"), "--name", "tinycls",
+                 "--out", str(tmp_path / "run"), "--dest", str(tmp_path / "dest"), "--rename", "Bright=a_bright",
+                 "--rename", "Dark=b_dark", "--measure-split", "extra", "--epochs", "1", "--imgsz", "32",
+                 "--batch", "4", "--workers", "0", "--data-licence", "CC0"]) == 0
+    card = load_card(tmp_path / "dest" / "tinycls.yaml")
+    assert card.task == "classify" and card.classes == ["a_bright", "b_dark"]
+    assert [m.dataset.split()[0] for m in card.metrics] == ["val", "extra"]
+    assert all(0.0 <= m.values["top1"] <= 1.0 for m in card.metrics)
