@@ -4,7 +4,8 @@ No learning beyond two numbers taken from the training labels. Per image:
 - the skin mask is the pixels inside the classic YCrCb skin range (Cr 133..173, Cb 77..127), opened and
   closed to drop speckle;
 - the hand box is the bounding box of the skin components that cover at least `min_skin` of the image;
-  without skin, it is the "prior" box: centred, of the training boxes' median width and height;
+  without skin (or always, with `prior_only`), it is the "prior" box: centred, of the training boxes'
+  median width and height;
 - the box is reported twice, as hand_bare with score = the fraction of skin pixels inside it and as
   hand_glove with score = 1 - that fraction.
 
@@ -40,14 +41,15 @@ class SkinColourBaseline:
     """A detector-like object (names, detect) for models.evaluate.evaluate."""
 
     def __init__(self, prior_wh: tuple[float, float], names: Sequence[str] = ("hand_bare", "hand_glove"),
-                 min_skin: float = 0.02) -> None:
+                 min_skin: float = 0.02, prior_only: bool = False) -> None:
         """prior_wh: box width and height as fractions of the image, for images without skin."""
         self.prior_wh = prior_wh
         self._names = list(names)
         self.min_skin = min_skin
+        self.prior_only = prior_only
 
     @classmethod
-    def from_training_labels(cls, train: YoloDataset, **kwargs: float) -> SkinColourBaseline:
+    def from_training_labels(cls, train: YoloDataset, **kwargs: float | bool) -> SkinColourBaseline:
         """Prior box = median normalised width and height of the training set's boxes."""
         sizes = []
         for item in train.images:
@@ -69,7 +71,7 @@ class SkinColourBaseline:
         h, w = frame.shape[:2]
         mask = skin_mask(frame)
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        big = [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] >= self.min_skin * w * h]
+        big = [] if self.prior_only else [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] >= self.min_skin * w * h]
         if big:
             x1 = min(s[cv2.CC_STAT_LEFT] for s in big)
             y1 = min(s[cv2.CC_STAT_TOP] for s in big)
@@ -100,19 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--rename", action="append", default=[], metavar="DATA=MODEL")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="for precision and recall")
+    parser.add_argument("--prior-only", action="store_true", help="always the centred prior box, classed by skin")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     renames = parse_renames(args.rename)
     train = rename_classes(load_dataset(args.data, "train"), renames)
     dataset = rename_classes(load_dataset(args.data, args.split), renames)
-    baseline = SkinColourBaseline.from_training_labels(train)
+    baseline = SkinColourBaseline.from_training_labels(train, prior_only=args.prior_only)
     metrics = evaluate(baseline, dataset, args.score_threshold)
     if args.json:
-        about = {"model": "skin-colour baseline", "prior_wh": [round(v, 4) for v in baseline.prior_wh],
+        about = {"model": "centre-prior baseline" if args.prior_only else "skin-colour baseline",
+                 "prior_wh": [round(v, 4) for v in baseline.prior_wh],
                  "data": str(Path(args.data).resolve()), "split": args.split}
         print(json.dumps(report_dict(metrics, **about)))
     else:
-        print(format_table(metrics, f"skin-colour baseline on {args.data} ({args.split})"))
+        kind = "centre-prior" if args.prior_only else "skin-colour"
+        print(format_table(metrics, f"{kind} baseline on {args.data} ({args.split})"))
     return 0
 
 

@@ -46,6 +46,14 @@ def test_without_skin_the_prior_box_is_a_glove():
     assert found.xyxy[best].tolist() == [40, 75, 120, 125]  # centred, half the width, a quarter of the height
 
 
+def test_prior_only_keeps_the_centred_box_and_classes_it_by_skin():
+    found = SkinColourBaseline((0.5, 0.5), prior_only=True).detect([photo(SKIN_BGR, box=(40, 50, 120, 150))])[0]
+    assert found.xyxy[0].tolist() == [40, 50, 120, 150]  # the centred prior happens to be the skin patch here
+    found = SkinColourBaseline((0.25, 0.25), prior_only=True).detect([photo(SKIN_BGR)])[0]
+    assert found.xyxy[0].tolist() == [60, 75, 100, 125]
+    assert int(found.class_ids[int(np.argmax(found.scores))]) == 0
+
+
 def test_the_prior_comes_from_the_training_labels_and_the_baseline_is_evaluated_like_a_model(tmp_path):
     data = tiny_yolo_set(tmp_path / "set", n_train=4, n_val=2)
     renames = {"Hand": "hand_bare", "Hand-in-Glove": "hand_glove"}
