@@ -222,10 +222,8 @@ def cmd_models_train_starter(args: argparse.Namespace) -> int:
 
 def cmd_models_train(args: argparse.Namespace) -> int:
     def body() -> int:
-        try:
-            from models.training import run
-        except ImportError as e:
-            raise OSError(f"training needs the train extra and torch (see models/README.md): {e}") from None
+        from models.training import run
+
         run(args)
         return 0
 

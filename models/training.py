@@ -369,8 +369,11 @@ def train(
     if unknown:
         raise TrainingError(f"unknown augmentation {unknown}; known: {', '.join(AUGMENTATIONS)}")
 
+    try:
+        from ultralytics import YOLO  # heavy, optional: only needed for training
+    except ImportError as exc:
+        raise TrainingError(f"training needs torch and the train extra (models/README.md, Retraining): {exc}") from None
     prepare_offline(out / "config")
-    from ultralytics import YOLO  # heavy, optional: only needed for training
 
     model = s.model or DEFAULT_MODELS[task]
     run_dir = out / "runs" / text.name

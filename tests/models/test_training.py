@@ -107,6 +107,14 @@ def test_bad_training_input_is_one_clear_line(tmp_path, capsys):
         main(common[:-2])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None, reason="ultralytics is installed here")
+def test_without_the_training_environment_the_command_says_what_to_install(tmp_path, capsys):
+    data = tiny_yolo_set(tmp_path / "set")
+    assert main(["models", "train", "--task", "detect", "--data", str(data), "--name", "m", "--out",
+                 str(tmp_path / "r"), "--data-licence", "CC0"]) == 1
+    assert "training needs torch and the train extra" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
                     reason="training needs the train extra and torch (models/README.md)")
 def test_a_tiny_detector_trains_exports_and_gets_its_card(tmp_path, monkeypatch):
