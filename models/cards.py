@@ -12,10 +12,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "starter"
+MODELS_DIR = Path(__file__).resolve().parent
+BUILTIN_DIR = MODELS_DIR / "starter"
+# Built-in model name -> its ONNX file under models/: synthetic starters and models trained on real photos.
 BUILTIN_MODELS: dict[str, str] = {
-    "kitchen-starter": "kitchen-starter.onnx",
-    "mask-starter": "mask-starter.onnx",
+    "kitchen-starter": "starter/kitchen-starter.onnx",
+    "mask-starter": "starter/mask-starter.onnx",
+    "hand-glove": "real/hand-glove.onnx",
+    "mask-faces": "real/mask-faces.onnx",
 }
 
 
@@ -127,4 +131,4 @@ def builtin_model_path(name: str) -> Path:
         return packaged_model_path(name)
     if name not in BUILTIN_MODELS:
         raise KeyError(f"unknown built-in model {name!r}; built-in models are {builtin_model_names()}")
-    return BUILTIN_DIR / BUILTIN_MODELS[name]
+    return MODELS_DIR / BUILTIN_MODELS[name]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -538,3 +538,89 @@ def write_pr_plot(metrics: Metrics, path: str | Path, title: str) -> Path:
         raise OSError(f"cannot encode the plot as PNG for {path}")
     path.write_bytes(np.asarray(png).tobytes())
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Renamed dataset classes, and crop classifiers on a folder of crops
+# ---------------------------------------------------------------------------------------------------
+
+
+def rename_classes(dataset: YoloDataset, renames: dict[str, str]) -> YoloDataset:
+    """The dataset with classes renamed to the model's names (e.g. Hand -> hand_bare)."""
+    unknown = sorted(set(renames) - set(dataset.names))
+    if unknown:
+        raise DatasetError(f"{dataset.source}: no classes {unknown} to rename (it has {dataset.names})")
+    return replace(dataset, names=[renames.get(n, n) for n in dataset.names])
+
+
+@dataclass(frozen=True)
+class ClassifierMetrics:
+    """Top-1 accuracy of a crop classifier and, per class, precision and recall of its top label."""
+
+    names: list[str]
+    confusion: np.ndarray  # (true, predicted) counts; rows follow the folder classes mapped onto `names`
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return float(np.trace(self.confusion) / max(self.images, 1))
+
+    def per_class_dict(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for i, name in enumerate(self.names):
+            truth, predicted = int(self.confusion[i].sum()), int(self.confusion[:, i].sum())
+            if not truth:
+                continue
+            hits = int(self.confusion[i, i])
+            out[name] = {
+                "precision": round(hits / predicted, 4) if predicted else 0.0,
+                "recall": round(hits / truth, 4),
+                "instances": truth,
+            }
+        return out
+
+
+def classify_folder(
+    model: str | Path, names: list[str], folder: str | Path, renames: dict[str, str] | None = None,
+    threads: int = 0,
+) -> ClassifierMetrics:
+    """Runs a crop classifier through the service's CropClassifier on every image of `folder/<class>/`,
+    each image taken whole as the crop (expand 0). Folder classes map onto `names` by name (after renames)."""
+    from vision.classifier import CropClassifier
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder of class folders")
+    renames = renames or {}
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{folder}: no class folders")
+    missing = [c for c in classes if renames.get(c, c) not in names]
+    if missing:
+        raise DatasetError(f"{folder}: classes {missing} are not classes of the model (it has {names})")
+    classifier = CropClassifier(model, on_class="crop", class_names=names, expand=0.0, threads=threads)
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    for cls in classes:
+        truth = names.index(renames.get(cls, cls))
+        for path in sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise DatasetError(f"cannot read image {path}")
+            h, w = image.shape[:2]
+            whole = Detections(np.array([[0.0, 0.0, w, h]]), np.ones(1), np.zeros(1, dtype=np.int64))
+            (label,) = classifier.classify(image, whole, ["crop"])
+            confusion[truth, names.index(label.label)] += 1
+    return ClassifierMetrics(list(names), confusion)
+
+
+def format_classifier_table(metrics: ClassifierMetrics, title: str) -> str:
+    width = max(len("all"), *(len(n) for n in metrics.names))
+    lines = [title, f"{'class':<{width}}  {'images':>6}  {'P':>6}  {'R':>6}"]
+    for name, values in metrics.per_class_dict().items():
+        lines.append(f"{name:<{width}}  {values['instances']:>6}  {values['precision']:>6.3f}  "
+                     f"{values['recall']:>6.3f}")
+    lines.append(f"{'all':<{width}}  {metrics.images:>6}  top-1 accuracy {metrics.top1:.3f}")
+    return "\n".join(lines)
