@@ -120,7 +120,12 @@ class RuleConfig(Strict):
 
 
 class StorageConfig(Strict):
-    database: str = Field("sqlite:///var/brightkitchen.db", description="sqlite:///PATH")
+    database: str = Field(
+        "sqlite:///var/brightkitchen.db",
+        pattern=r"^(sqlite:///|postgres(ql)?://)",
+        description="sqlite:///PATH (relative to the config file) or postgresql://USER:PASSWORD@HOST:PORT/DB; "
+        "a schema other than public: ?options=-csearch_path%3DSCHEMA",
+    )
     snapshots_dir: str = "var/snapshots"
     snapshot_retention_days: float = Field(30.0, gt=0)
     snapshot_max_count: int = Field(100_000, ge=1)

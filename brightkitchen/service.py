@@ -12,7 +12,7 @@ from api.app import AppContext, create_app
 from brightkitchen.bus import InProcessBus
 from brightkitchen.config import Config, json_schema
 from brightkitchen.snapshots import SnapshotStore
-from brightkitchen.store import EventStore, sqlite_path
+from brightkitchen.store import EventStore, is_postgresql, sqlite_path
 from streams.worker import Worker
 
 log = logging.getLogger("brightkitchen.service")
@@ -20,7 +20,11 @@ PRUNE_INTERVAL_S = 600.0
 
 
 def database_url(config: Config) -> str:
-    return "sqlite:///" + str(config.resolve_path(str(sqlite_path(config.storage.database))))
+    """The configured database; a SQLite path relative to the config file's folder."""
+    url = config.storage.database
+    if is_postgresql(url):
+        return url
+    return "sqlite:///" + str(config.resolve_path(str(sqlite_path(url))))
 
 
 @dataclass
