@@ -9,6 +9,7 @@ PostgreSQL database and snapshot folder.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def worker_app(worker: Worker, assignment: CameraAssignment | None, bus: Bus) ->
             "role": "worker",
             "worker_id": assignment.worker_id if assignment else None,
             "cameras": sorted(worker.running_cameras()),
-            "cameras_connected": sum(1 for c in statuses if c.get("connected")),
+            "connected": sorted(c["id"] for c in statuses if c.get("connected")),
         }
 
     @app.get("/metrics", response_class=Response)
@@ -146,6 +147,10 @@ def _prune_forever(snapshots: SnapshotStore, stop: threading.Event) -> None:
         removed = snapshots.prune()
         if removed:
             log.info("snapshot retention removed %d files", removed)
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def run_service(
@@ -163,6 +168,10 @@ def run_service(
         timer.daemon = True  # an interrupted run must not wait for it
         timer.start()
     log.info("%s serving on http://%s:%d/", "worker" if role == "worker" else "API", host, port)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again: exit normally instead, so that
+        # the bus still sends what it holds (below).
+        signal.signal(signal.SIGTERM, _exit_normally)
     try:
         server.run()
     finally:
