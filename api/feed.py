@@ -27,6 +27,7 @@ from api.redis_stream import RedisStreamPusher
 from api.webhooks import WebhookSender
 from brightkitchen.changes import Change, ChangeLog, now_ms, record_change
 from brightkitchen.config import OutputsConfig
+from brightkitchen.db import MAX_INT64
 from brightkitchen.events import Event, Phase, utc
 from brightkitchen.outbox import Outbox, queue_deliveries
 from brightkitchen.store import EventStore
@@ -194,6 +195,8 @@ def _websocket_principal(websocket: WebSocket) -> Principal:
         or websocket.headers.get("x-api-key")
         or websocket.query_params.get("access_token")
     )
+    if credential and "\x00" in credential:
+        raise ValueError("invalid credentials")
     try:
         who = authenticator(websocket).identify(credential)  # type: ignore[arg-type]
     except HTTPException as e:
@@ -214,7 +217,7 @@ def feed_router(feed: Feed) -> APIRouter:
     async def stream_events(
         request: Request,
         who: StreamReader,
-        after: Annotated[int | None, Query(ge=0, description="resume after this change seq")] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="resume after this change seq")] = None,
         last_event_id: Annotated[
             str | None, Header(description="set by EventSource on reconnect; wins over `after`")
         ] = None,
@@ -247,7 +250,7 @@ def feed_router(feed: Feed) -> APIRouter:
 
     @router.websocket("/api/v1/events/ws")
     async def events_websocket(
-        websocket: WebSocket, after: Annotated[int | None, Query(ge=0)] = None
+        websocket: WebSocket, after: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None
     ) -> None:
         """Text messages, each a FeedMessage JSON {seq, phase, event}; resume with `?after=SEQ`."""
         await websocket.accept()

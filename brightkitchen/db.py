@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 SQLITE_PREFIX = "sqlite:///"
+MAX_INT64 = 2**63 - 1  # the largest integer either engine stores
 POSTGRESQL_PREFIXES = ("postgresql://", "postgres://")
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from brightkitchen.db import Connection, Database, DatabaseError, in_list, is_postgresql, sqlite_path
+from brightkitchen.db import MAX_INT64, Connection, Database, DatabaseError, in_list, is_postgresql, sqlite_path
 from brightkitchen.events import Event
 from brightkitchen.migrations import migrate
 
@@ -44,6 +44,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms, event_id = raw.split(":", 1)
+        if abs(int(ms)) > MAX_INT64:
+            raise ValueError("out of range")
         return int(ms), event_id
     except (ValueError, UnicodeDecodeError) as e:
         raise StoreError("malformed cursor") from e
