@@ -28,6 +28,7 @@ def now_ms() -> int:
 def record_change(conn: Connection, event: Event) -> None:
     """Store hook: append the revision to the change log (inside the storing transaction)."""
     conn.serialize("changes")
+    conn.notify("changes")  # other API processes' streams and senders wake up at commit
     conn.execute(
         """INSERT INTO changes (event_id, revision, site, camera, rule, phase, payload, stored_ms)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -59,19 +60,33 @@ class Change:
 COLUMNS = "seq, event_id, revision, site, camera, rule, phase, payload, stored_ms"
 
 
+def changes_after(conn: Connection, seq: int, limit: int) -> list[Change]:
+    rows = conn.execute(f"SELECT {COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+    return [Change(*row) for row in rows.fetchall()]
+
+
+def read_cursor(conn: Connection, name: str) -> int:
+    row = conn.execute("SELECT seq FROM feed_cursors WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else 0
+
+
+def write_cursor(conn: Connection, name: str, seq: int) -> None:
+    conn.execute(
+        "INSERT INTO feed_cursors (name, seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+        (name, seq),
+    )
+
+
 class ChangeLog:
     """Reads the change log and keeps the cursors of pushing outputs."""
 
     def __init__(self, store: EventStore) -> None:
-        self._store = store
+        self._store = self.store = store
 
     def after(self, seq: int, limit: int = 500) -> list[Change]:
         """Changes with a seq greater than `seq`, oldest first."""
         with self._store.reading() as conn:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
-            ).fetchall()
-        return [Change(*row) for row in rows]
+            return changes_after(conn, seq, limit)
 
     def last_seq(self) -> int:
         """The newest seq ever assigned (0 for an empty log), also when its row was pruned."""
@@ -97,16 +112,11 @@ class ChangeLog:
 
     def cursor(self, name: str) -> int:
         with self._store.reading() as conn:
-            row = conn.execute("SELECT seq FROM feed_cursors WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
+            return read_cursor(conn, name)
 
     def set_cursor(self, name: str, seq: int) -> None:
         with self._store.reading() as conn:
-            conn.execute(
-                """INSERT INTO feed_cursors (name, seq) VALUES (?, ?)
-                   ON CONFLICT (name) DO UPDATE SET seq = excluded.seq""",
-                (name, seq),
-            )
+            write_cursor(conn, name, seq)
 
     def prune(self, before: datetime) -> int:
         """Forget changes stored before `before` that no delivery or pushing output still needs."""

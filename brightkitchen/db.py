@@ -85,6 +85,9 @@ class SqliteConnection(sqlite3.Connection):
     def serialize(self, name: str, shared: bool = False) -> None:
         """Writers of one database already take turns in SQLite (BEGIN IMMEDIATE)."""
 
+    def notify(self, name: str) -> None:
+        """Nothing to tell: one process serves a SQLite database."""
+
 
 # Quoted literals (skipped), `?` and `:name` parameters, and `%` (psycopg's own parameter marker).
 _SQL_TOKENS = re.compile(r"'(?:[^']|'')*'|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
@@ -140,6 +143,14 @@ class PostgresConnection:
         function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         self.raw.execute(f"SELECT {function}(%s)", (self.lock_key(name),))
 
+    def channel(self, name: str) -> str:
+        """The LISTEN/NOTIFY channel `name` of this schema (channels, too, are per database)."""
+        return f"brightkitchen_{name}_{self.lock_key(name)}"
+
+    def notify(self, name: str) -> None:
+        """Inside a transaction: wake the listeners of `name` in every process once it commits."""
+        self.raw.execute("SELECT pg_notify(%s, '')", (self.channel(name),))
+
     @property
     def usable(self) -> bool:
         return not (self.raw.closed or self.raw.broken)
@@ -175,6 +186,11 @@ class Database:
     @property
     def dialect(self) -> Dialect:
         return self._conn.dialect
+
+    def channel(self, name: str) -> str | None:
+        """The PostgreSQL channel that `notify(name)` signals; None for SQLite."""
+        conn = self._conn
+        return conn.channel(name) if isinstance(conn, PostgresConnection) else None
 
     def _connection(self) -> Connection:
         if isinstance(self._conn, PostgresConnection) and not self._conn.usable:
