@@ -63,7 +63,9 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
     url = database_url(load_config(args.config))
     store = EventStore(url)
-    print(f"{url}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
+    from brightkitchen.db import redact
+
+    print(f"{redact(url)}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
     store.close()
     return 0
 

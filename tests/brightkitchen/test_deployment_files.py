@@ -40,3 +40,30 @@ def test_the_compose_config_validates_with_the_compose_environment():
     assert config.bus.redis.url == environment["BRIGHTKITCHEN__BUS__REDIS__URL"]
     assert config.assignment.kind == "redis" and config.storage.snapshots_dir == "/data/snapshots"
     assert config.api.auth.enabled  # a deployment keeps login on
+
+
+def _config(tmp_path: Path, **sections) -> Path:
+    data = {"sites": [{"id": "s1"}], "models": [{"name": "m", "path": "builtin:kitchen-starter"}], **sections}
+    path = tmp_path / "bk.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_a_single_role_without_the_redis_bus_is_a_clear_error(tmp_path, capsys):
+    from brightkitchen.cli import main
+
+    assert main(["serve", "-c", str(_config(tmp_path)), "--role", "worker"]) == 2
+    err = capsys.readouterr().err
+    assert "--role worker: bus.kind: a process of role worker reaches the other processes through Redis" in err
+
+
+def test_db_migrate_on_postgresql(tmp_path, capsys):
+    from brightkitchen.cli import main
+    from tests.databases import postgres_schema
+
+    with postgres_schema() as database:
+        config = _config(tmp_path, storage={"database": database})
+        assert main(["db", "migrate", "-c", str(config)]) == 0
+        assert "applied 0001_events, 0002_users_review, 0003_feed" in capsys.readouterr().out
+        assert main(["db", "migrate", "-c", str(config)]) == 0
+        assert "nothing (up to date)" in capsys.readouterr().out
