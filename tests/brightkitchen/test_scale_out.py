@@ -63,7 +63,7 @@ class Deployment:
     processes: list[Process] = field(default_factory=list)
     config_path: Path | None = None
 
-    def write_config(self, cameras: int, **bus: object) -> None:
+    def write_config(self, cameras: int, outputs: dict | None = None, **bus: object) -> None:
         data = demo_config(self.folder, "unused").model_dump(mode="json", exclude_none=True)
         camera = data["sites"][0]["cameras"][0]
         clip = str(self.folder / "clip.h264")
@@ -73,7 +73,7 @@ class Deployment:
         data["assignment"] = {"kind": "redis", "url": REDIS, "prefix": f"{self.prefix}:assignment",
                               "heartbeat_s": 0.5, "ttl_s": 2.0}
         data["api"]["auth"]["enabled"] = False
-        data["outputs"] = {}
+        data["outputs"] = outputs or {}
         self.config_path = self.folder / "brightkitchen.yaml"
         self.config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
@@ -273,3 +273,40 @@ def test_a_killed_worker_s_cameras_move_to_the_others_and_none_is_analysed_twice
     assert set(stored) <= set(expected) | set(killed)  # nothing from nowhere
     print(f"takeover after SIGKILL: {takeover_s:.1f} s (ttl 2 s, heartbeat 0.5 s)")
 
+
+
+def test_an_api_killed_with_a_webhook_backlog_delivers_it_after_a_restart(deployment, wait_until):
+    from tests.api.test_webhooks import SECRET, Receiver
+
+    webhooks = {"timeout_s": 2, "initial_backoff_s": 0.2, "max_backoff_s": 1}  # a lease outlives 36 s at most
+    deployment.write_config(cameras=0, outputs={"webhooks": webhooks}, claim_idle_s=1.0)
+    api = deployment.start("api")
+    deployment.wait_healthy(api, wait_until)
+    receiver = Receiver()  # down until started
+    try:
+        r = httpx.post(f"{api.url}/api/v1/subscriptions", json={"url": receiver.url, "secret": SECRET}, timeout=10)
+        assert r.status_code == 201, r.text
+        sub = r.json()["id"]
+        publisher = RedisBus(RedisBusConfig(url=REDIS, stream=f"{deployment.prefix}:bus"))
+        published = [make_event(i, camera=f"c{i % 2}") for i in range(10)]
+        for event in published:
+            publisher.publish(event)
+        publisher.close()
+
+        def state() -> dict:
+            return httpx.get(f"{api.url}/api/v1/subscriptions/{sub}", timeout=10).json()["delivery"]
+
+        wait_until(lambda: state()["backlog"] == 10 and state()["consecutive_failures"] >= 1, timeout_s=30,
+                   what="a backlog the receiver (down) did not take")
+        os.killpg(api.proc.pid, signal.SIGKILL)
+        api.proc.wait(timeout=10)
+        receiver.start()
+        api = deployment.start("api")  # a new process over the same database
+        deployment.wait_healthy(api, wait_until)
+        wait_until(lambda: len(receiver.accepted) == 10, timeout_s=60, what="the backlog delivered")
+        wait_until(lambda: state()["backlog"] == 0, timeout_s=10, what="the outbox empty")
+    finally:
+        receiver.stop()
+    keys = [a.key for a in receiver.accepted]
+    assert sorted(keys) == sorted((e.id, 1) for e in published)  # all, none twice
+    assert all(a.verified for a in receiver.accepted)
