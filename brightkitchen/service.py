@@ -109,6 +109,9 @@ def build_service(config: Config, role: Role = "all") -> Service:
     assignment = None
     if worker is not None and config.assignment.kind == "redis":
         assignment = CameraAssignment(worker, config.assignment)
+    elif role == "worker":
+        log.warning("assignment.kind is all: this worker analyses every camera; with several workers set "
+                    "assignment.kind: redis, or each camera is analysed by each of them")
     return Service(config, role, bus, snapshots, store, worker, assignment)
 
 

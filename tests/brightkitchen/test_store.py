@@ -176,3 +176,22 @@ def test_change_seqs_become_visible_in_commit_order(database_url):
     assert changes[0].seq < changes[1].seq and log.last_seq() == changes[1].seq
     for s in (first, second, reader):
         s.close()
+
+
+def test_a_postgresql_connection_that_broke_is_opened_again():
+    import psycopg
+
+    from tests.databases import POSTGRES, postgres_schema
+
+    with postgres_schema() as url:
+        store = EventStore(url)
+        store.upsert(make_event(0))
+        with store.reading() as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # a server restart, as the store sees it
+        with pytest.raises(psycopg.OperationalError):
+            store.count()
+        assert store.count() == 1  # the next use opens a new connection
+        assert store.upsert(make_event(1))
+        store.close()
