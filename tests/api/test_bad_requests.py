@@ -10,21 +10,24 @@ import pytest
 
 from tests.api.test_auth import serve_authed_api
 from tests.brightkitchen.test_store import make_event
+from tests.databases import url_for
 
 HUGE = "9" * 30
 CURSOR_OVERFLOW = base64.urlsafe_b64encode(f"-{HUGE}:x".encode()).decode().rstrip("=")
 
 
-@pytest.fixture
-def api(tmp_path, database_url):
-    with serve_authed_api(tmp_path, database=database_url) as running:
-        running.users.add_user("admin", "admin", [], "admin-password")
-        event = make_event(0)
-        running.store.upsert(event)
-        running.event_id = event.id
-        with running.client(running.login("admin", "admin-password")) as http:
-            sub = http.post("/api/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
-            yield running, http, sub
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    for database in url_for(request.param, folder):
+        with serve_authed_api(folder, database=database) as running:
+            running.users.add_user("admin", "admin", [], "admin-password")
+            event = make_event(0)
+            running.store.upsert(event)
+            running.event_id = event.id
+            with running.client(running.login("admin", "admin-password")) as http:
+                sub = http.post("/api/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
+                yield running, http, sub
 
 
 @pytest.mark.parametrize(("path", "status", "says"), [
