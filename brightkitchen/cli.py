@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from brightkitchen.service import run_service
 
     config = load_config(args.config)
-    run_service(config, args.host or config.api.host, args.port or config.api.port, args.seconds)
+    run_service(config, args.host or config.api.host, args.port or config.api.port, args.seconds, args.role)
     return 0
 
 
@@ -67,7 +67,9 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
     url = database_url(load_config(args.config))
     store = EventStore(url)
-    print(f"{url}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
+    from brightkitchen.db import redact
+
+    print(f"{redact(url)}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
     store.close()
     return 0
 
@@ -462,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "worker"),
+        default="all",
+        help="all: worker and API; api: store events from the bus and serve the API; worker: analyse cameras "
+        "and publish events (api and worker need bus.kind: redis)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     config = sub.add_parser("config", help="check a config file or print its JSON schema")
