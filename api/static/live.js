@@ -22,6 +22,7 @@ class LivePlayer {
     // What the tests and the benchmark read: frames shown, time to the first one.
     this.stats = {frames: 0, firstFrameMs: null, startedAt: performance.now(), reconnects: 0};
     this.lastFrameAt = 0;
+    this.cameraDown = false;
     video.muted = true;
     video.playsInline = true;
     video.autoplay = true;
@@ -35,7 +36,8 @@ class LivePlayer {
       this.lastFrameAt = performance.now();
       if (this.stats.firstFrameMs === null) this.stats.firstFrameMs = this.lastFrameAt - this.stats.startedAt;
       if (this.closed) return;  // frames still in flight after the end change nothing
-      if (this.status !== "live") this._status("live");
+      // Frames still in flight when the server said the camera is down do not make it live again.
+      if (this.status !== "live" && !this.cameraDown) this._status("live");
       this.video.requestVideoFrameCallback(onFrame);
     };
     this.video.requestVideoFrameCallback(onFrame);
@@ -109,6 +111,7 @@ class LivePlayer {
 
   _message(msg) {
     if (msg.type === "state") {
+      this.cameraDown = msg.state === "offline";
       // "live" is said by the frames themselves; the server's word matters when the camera is away.
       if (msg.state === "offline" || (msg.state === "connecting" && this.stats.frames === 0)) {
         this._status(msg.state === "offline" ? "camera_offline" : "connecting", msg);
