@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class Service:
             auth=self.config.api.auth,
             site_timezones={site.id: site.timezone for site in self.config.sites},
             outputs=self.config.outputs,
+            model_status=self.worker.model_status,
         )
         return create_app(ctx)
 
@@ -76,6 +78,9 @@ def run_service(config: Config, host: str, port: int, duration_s: float | None =
         timer.daemon = True  # an interrupted run must not wait for it
         timer.start()
     service.snapshots.prune()
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        # kill -HUP: re-read the config's model entries and the model files; changed models swap in.
+        signal.signal(signal.SIGHUP, lambda *_: service.worker.reload_models())
     log.info("serving on http://%s:%d/", host, port)
     try:
         server.run()

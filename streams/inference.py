@@ -96,11 +96,19 @@ def _serve(spec: DetectorSpec, conn: Connection) -> None:
         conn.send((job, payload, error, time.perf_counter() - t0))
 
 
+def _send_quietly(conn: Connection, message: Any) -> None:
+    try:
+        conn.send(message)
+    except (OSError, EOFError, ValueError):
+        pass  # the process is gone: the reader side sees it and counts the frames
+
+
 @dataclass
 class _Slot:
     index: int
     process: Any = None  # multiprocessing.Process
     conn: Connection | None = None
+    sender: threading.Thread | None = None  # the thread writing the current batch into the pipe
     ready: bool = False
     failures: int = 0
     restarting: bool = False
@@ -196,11 +204,11 @@ class InferencePool:
         pending: dict[Connection, tuple[_Slot, np.ndarray]] = {}
         for slot, rows in zip(live, parts, strict=False):
             assert slot.conn is not None
-            try:
-                slot.conn.send((self._job, [frames[i] for i in rows], [sizes[i] for i in rows]))
-            except (OSError, EOFError):
-                self._lost(slot, len(rows), "died")
-                continue
+            # A batch is larger than a pipe's buffer: written by a thread, a hung process cannot block the
+            # loop (the write ends when the process is killed).
+            message = (self._job, [frames[i] for i in rows], [sizes[i] for i in rows])
+            slot.sender = threading.Thread(target=_send_quietly, args=(slot.conn, message), daemon=True)
+            slot.sender.start()
             pending[slot.conn] = (slot, rows)
         busy_s = 0.0
         deadline = time.monotonic() + self.timeout_s
@@ -241,20 +249,11 @@ class InferencePool:
         with self._lock:
             self._closed = True
         for slot in self._slots:
-            if slot.conn is not None:
-                try:
-                    slot.conn.send(None)
-                except (OSError, EOFError):
-                    pass
-        for slot in self._slots:
-            if slot.process is not None:
-                slot.process.join(timeout=2)
-                if slot.process.is_alive():
-                    slot.process.kill()
-                    slot.process.join(timeout=2)
-            if slot.conn is not None:
-                slot.conn.close()
+            if slot.conn is not None and slot.ready:
+                threading.Thread(target=_send_quietly, args=(slot.conn, None), daemon=True).start()
             slot.ready = False
+        for slot in self._slots:
+            self._end(slot, grace_s=2.0)
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -284,15 +283,24 @@ class InferencePool:
         self.stats.frames_dropped += count
         INFERENCE_DROPPED.labels(self.label, reason).inc(count)
 
-    def _lost(self, slot: _Slot, frames: int, reason: str) -> None:
-        """A process that died or hung: count its frames, kill what is left of it, restart it later."""
-        self._drop(frames, reason)
-        slot.ready = False
-        if slot.process is not None and slot.process.is_alive():
-            slot.process.kill()
+    def _end(self, slot: _Slot, grace_s: float = 0.0) -> None:
+        """Stop a slot's process (killed after grace_s) and release its pipe once no thread writes to it."""
+        if slot.process is not None:
+            slot.process.join(timeout=grace_s)
+            if slot.process.is_alive():
+                slot.process.kill()
+            slot.process.join(timeout=5)
+        if slot.sender is not None:
+            slot.sender.join(timeout=5)  # its write fails as soon as the process is gone
+            slot.sender = None
         if slot.conn is not None:
             slot.conn.close()
             slot.conn = None
+
+    def _lost(self, slot: _Slot, frames: int, reason: str) -> None:
+        """A process that died or hung: count its frames; it is killed and restarted off the loop's thread."""
+        self._drop(frames, reason)
+        slot.ready = False
         with self._lock:
             if self._closed or slot.restarting:
                 return
@@ -300,12 +308,11 @@ class InferencePool:
         threading.Thread(target=self._restart, args=(slot,), name=f"restart-{self.label}", daemon=True).start()
 
     def _restart(self, slot: _Slot) -> None:
+        self._end(slot)
         while True:
             delay = RESTART_BACKOFF_S[min(slot.failures, len(RESTART_BACKOFF_S) - 1)]
             slot.failures += 1
             time.sleep(delay)
-            if slot.process is not None:
-                slot.process.join(timeout=5)
             with self._lock:
                 if self._closed:
                     slot.restarting = False
@@ -315,8 +322,7 @@ class InferencePool:
                 self._await_ready(slot, START_TIMEOUT_S)
             except ModelLoadError as exc:
                 log.error("%s: inference process %d did not restart: %s", self.label, slot.index, exc)
-                if slot.process is not None and slot.process.is_alive():
-                    slot.process.kill()
+                self._end(slot)
                 continue
             with self._lock:
                 closed = self._closed
