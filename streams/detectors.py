@@ -151,16 +151,21 @@ def calibration_for(config: Config, model: ModelConfig) -> Calibration | None:
     if model.calibration_images:
         return folder_calibration(config.resolve_path(model.calibration_images))
     if model.path.startswith("builtin:"):
-        return Calibration(f"synthetic-kitchen-{SYNTHETIC_CALIBRATION_IMAGES}", _synthetic_frames)
+        return synthetic_calibration()
     return None
 
 
-def _synthetic_frames() -> Iterator[np.ndarray]:
-    from models.synthetic import render_scene
+def synthetic_calibration() -> Calibration:
+    """Rendered kitchen frames (what the built-in models are trained on), the same ones every time."""
 
-    rng = np.random.default_rng(20240601)
-    for _ in range(SYNTHETIC_CALIBRATION_IMAGES):
-        yield render_scene(rng, 640, 360)[0]
+    def frames() -> Iterator[np.ndarray]:
+        from models.synthetic import render_scene
+
+        rng = np.random.default_rng(20240601)
+        for _ in range(SYNTHETIC_CALIBRATION_IMAGES):
+            yield render_scene(rng, 640, 360)[0]
+
+    return Calibration(f"synthetic-kitchen-{SYNTHETIC_CALIBRATION_IMAGES}", frames)
 
 
 def watched_files(config: Config, model: ModelConfig) -> list[Path]:
@@ -191,6 +196,7 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
     thresholds = card.thresholds if card else None
     plan = plan_runtime(model.provider, model.precision)
     processes = resolve_processes(model, plan, cameras_using(config, model.name))
+    calibration = calibration_for(config, model) if plan.precision == "int8" else None
     spec = DetectorSpec(
         path=str(path),
         plan=plan,
@@ -200,8 +206,8 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         threads=model.threads or (1 if processes > 1 else 0),
         max_batch=model.max_batch,
         cache_dir=str(config.resolve_path(config.inference.cache_dir)),
+        calibration_key=calibration.key if calibration else None,
     )
-    calibration = calibration_for(config, model) if plan.precision == "int8" else None
     detector: YoloDetector | InferencePool
     if processes > 1:
         if plan.converted:  # made once here, so the pool's processes find it in the cache

@@ -52,9 +52,12 @@ class DetectorSpec:
     threads: int = 0
     max_batch: int = 8
     cache_dir: str | None = None
+    calibration_key: str | None = None  # names the int8 file in the cache (the parent makes it first)
 
     def build(self, calibration: Calibration | None = None) -> YoloDetector:
         """The detector; calibration is needed only to make an int8 file the cache does not have yet."""
+        if calibration is None and self.calibration_key is not None:
+            calibration = Calibration(self.calibration_key, _no_calibration_images)
         return YoloDetector(
             self.path,
             class_names=list(self.class_names) if self.class_names is not None else None,
@@ -67,6 +70,10 @@ class DetectorSpec:
             cache_dir=self.cache_dir,
             calibration=calibration,
         )
+
+
+def _no_calibration_images() -> list[np.ndarray]:
+    raise ModelLoadError("the int8 file is missing from the cache: it is made before the processes start")
 
 
 def _serve(spec: DetectorSpec, conn: Connection) -> None:
