@@ -233,6 +233,17 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
     return loaded
 
 
+def prepare_model(config: Config, model: ModelConfig) -> tuple[RuntimePlan, Path | None]:
+    """Make the converted file (int8, CUDA fp16) a model entry runs, ahead of the service's start.
+    Returns the plan and the file (None when the plan runs the configured file itself)."""
+    plan = plan_runtime(model.provider, model.precision)
+    if not plan.converted:
+        return plan, None
+    calibration = calibration_for(config, model) if plan.precision == "int8" else None
+    cache = config.resolve_path(config.inference.cache_dir)
+    return plan, converted_model(model_path(config, model), plan.converted, cache, calibration)
+
+
 def load_models(config: Config) -> dict[str, LoadedModel]:
     loaded: dict[str, LoadedModel] = {}
     try:

@@ -112,18 +112,24 @@ def test_a_broken_model_file_is_refused_with_its_name(tmp_path):
         load_models(config)
 
 
-def test_int8_from_the_config_is_made_once_in_the_cache(tmp_path):
+def test_int8_made_by_the_prepare_command_is_the_one_the_service_loads(tmp_path, capsys):
     pytest.importorskip("onnx")
+    from brightkitchen.cli import main
+    from brightkitchen.config import load_config
+
     model = {"name": "kitchen-starter", "path": "builtin:kitchen-starter", "provider": "cpu", "precision": "int8",
              "processes": 1}
-    config = config_with(tmp_path, models=[model], inference={"cache_dir": "cache"})
-    loaded = load_models(config)["kitchen-starter"]
-    assert loaded.detector.loaded_path.parent == tmp_path / "cache"
+    data = config_with(tmp_path, models=[model], inference={"cache_dir": "cache"}).model_dump(mode="json")
+    (tmp_path / "bk.yaml").write_text(yaml.safe_dump(data))
+    assert main(["models", "prepare", "-c", str(tmp_path / "bk.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "kitchen-starter: onnxruntime CPUExecutionProvider int8: converted file " in out
+    made = sorted((tmp_path / "cache").glob("*.onnx"))
+    assert len(made) == 1 and str(made[0]) in out
+    stamp = made[0].stat().st_mtime_ns
+    loaded = load_models(load_config(tmp_path / "bk.yaml"))["kitchen-starter"]
+    assert loaded.detector.loaded_path == made[0] and made[0].stat().st_mtime_ns == stamp
     assert loaded.describe().startswith("onnxruntime CPUExecutionProvider int8, 1 process(es)")
-    made = loaded.detector.loaded_path.stat().st_mtime_ns
-    again = load_models(config)["kitchen-starter"]
-    assert again.detector.loaded_path == loaded.detector.loaded_path
-    assert again.detector.loaded_path.stat().st_mtime_ns == made
 
 
 def test_int8_of_an_own_model_needs_calibration_images(tmp_path):
