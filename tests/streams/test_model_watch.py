@@ -210,3 +210,48 @@ def test_hot_swap_of_a_model_in_inference_processes_ends_the_old_processes(site,
     finally:
         worker.stop()
     assert not any(s.process.is_alive() for s in worker.models["det"].detector._slots)
+
+
+def test_sighup_makes_the_running_service_check_its_models(site, tmp_path):
+    """`brightkitchen serve` with polling off: a replaced file swaps in on SIGHUP, not before."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from streams.rtsp_launcher import free_port
+
+    edit_config(site, lambda d: (d["inference"].update(watch_interval_s=0), d.update(api={"auth": {"enabled": False}})))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "brightkitchen.cli", "serve", "-c", str(site), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def status():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v1/models", timeout=5).json()[0]
+        except httpx.TransportError:
+            return None
+
+    try:
+        deadline = time.monotonic() + 60
+        while status() is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.2)
+        first = status()
+        replace(site.parent / "models" / "det.onnx", retrained("v2"))
+        time.sleep(1.5)
+        assert status()["sha256"] == first["sha256"]  # no polling: nothing happened yet
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while status()["swaps"] != 1:
+            assert proc.poll() is None and time.monotonic() < deadline, "no swap after SIGHUP"
+            time.sleep(0.2)
+        assert status()["sha256"] != first["sha256"] and status()["last_error"] is None
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
