@@ -33,8 +33,9 @@ from vision.preprocess import letterbox, to_blob
 log = logging.getLogger("vision.quantize")
 
 # Bump when the conversion changes, so cached files made by an older version are not reused.
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 CALIBRATION_MAX_IMAGES = 64
+CALIBRATION_PERCENTILE = 99.999
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -210,8 +211,9 @@ class _BlobReader:
 def quantize_int8(
     source: str | Path, target: str | Path, images: Iterable[np.ndarray], max_images: int = CALIBRATION_MAX_IMAGES
 ) -> None:
-    """Static int8 QDQ quantisation: per-channel int8 weights, uint8 activations calibrated by min/max on
-    the images, the head's decode left in fp32. Keeps the source's metadata (class names, imgsz)."""
+    """Static int8 QDQ quantisation: per-channel int8 weights, uint8 activations calibrated on the images
+    (99.999th percentile of their range), the head's decode left in fp32. Keeps the source's metadata
+    (class names, imgsz)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -242,8 +244,11 @@ def quantize_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=excluded,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                # Clipping the top 0.001 % of activations: on real photos it matched 91 % of fp32's
+                # detections against 88 % with plain min/max (benchmarks/RESULTS.md).
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               "CalibPercentile": CALIBRATION_PERCENTILE},
             )
         except Exception as exc:  # the quantiser raises plain Exceptions and onnx errors
             raise ConversionError(f"{source.name}: int8 quantisation failed: {exc}") from exc
