@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,6 @@ class Row:
     images: str
     runtime: str
     result: Agreement
-    ms_per_image: float
 
 
 def load_images(folder: Path, limit: int | None) -> list[np.ndarray]:
@@ -67,11 +65,9 @@ def default_calibration(model: str) -> Calibration:
     return synthetic_calibration()
 
 
-def detect_all(detector: YoloDetector, images: list[np.ndarray]) -> tuple[list[Detections], float]:
-    detector.detect(images[:1])  # warm-up
-    t0 = time.perf_counter()
-    out = [detector.detect([im])[0] for im in images]
-    return out, (time.perf_counter() - t0) / max(1, len(images)) * 1000
+def detect_all(detector: YoloDetector, images: list[np.ndarray]) -> list[Detections]:
+    """One image per call, as a camera's frame is seen (speed is benchmarks/inference_bench.py's job)."""
+    return [detector.detect([im])[0] for im in images]
 
 
 def run(model: str, sets: dict[str, list[np.ndarray]], calibration: Calibration, score: float | None,
@@ -88,28 +84,27 @@ def run(model: str, sets: dict[str, list[np.ndarray]], calibration: Calibration,
 
     reference = build(*REFERENCE)
     for set_name, images in sets.items():
-        ref, ref_ms = detect_all(reference, images)
-        yield Row(set_name, reference.plan.describe(), agreement(ref, ref), ref_ms)
+        ref = detect_all(reference, images)
+        yield Row(set_name, reference.plan.describe(), agreement(ref, ref))
         for candidate in CANDIDATES:
             if candidate[0] == "openvino" and not openvino_installed():
                 continue
             detector = build(*candidate)
-            out, ms = detect_all(detector, images)
-            yield Row(set_name, detector.plan.describe(), agreement(ref, out), ms)
+            yield Row(set_name, detector.plan.describe(), agreement(ref, detect_all(detector, images)))
 
 
 def table(rows: list[Row]) -> str:
     lines = [
         "| images | runtime | fp32 detections | its detections | matched (IoU>=0.5, same class) | missed | extra "
-        "| mean IoU of matched | mean abs score diff | images with the same count | ms per image (1 thread) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean IoU of matched | mean abs score diff | images with the same count |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         r = row.result
         lines.append(
             f"| {row.images} | {row.runtime} | {r.reference} | {r.candidate} | {r.matched} ({r.recall:.1%}) "
             f"| {r.missed} | {r.extra} | {r.mean_iou:.4f} | {r.mean_score_diff:.4f} "
-            f"| {r.images_same_count}/{r.images} | {row.ms_per_image:.1f} |"
+            f"| {r.images_same_count}/{r.images} |"
         )
     return "\n".join(lines)
 

@@ -9,9 +9,10 @@ Two engines run the same ONNX file:
 - provider: TensorRT, then CUDA when this onnxruntime build offers them (a GPU box with onnxruntime-gpu),
   else OpenVINO when the `openvino` package is installed (or onnxruntime offers its OpenVINO provider),
   else onnxruntime's CPU provider;
-- precision: fp16 on TensorRT, fp32 on CUDA, bf16 on OpenVINO when the CPU computes bf16 natively
-  (avx512_bf16 or AMX), else fp32. int8 is never automatic: it changes results with its calibration
-  images, so it is chosen in the config after checking it on your own images.
+- precision: fp16 on TensorRT, fp32 on CUDA, bf16 on OpenVINO's runtime when the CPU computes bf16
+  natively (avx512_bf16 or AMX), else fp32 (also on onnxruntime's OpenVINO provider, which has no bf16).
+  int8 is never automatic: it changes results with its calibration images, so it is chosen in the config
+  after checking it on your own images.
 fp32 on onnxruntime's CPU provider is the reference the others are checked against.
 """
 
@@ -49,6 +50,8 @@ SUPPORTED_PRECISIONS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("fp32", "fp16", "int8"),
     "openvino": ("fp32", "bf16", "fp16", "int8"),
 }
+# onnxruntime's OpenVINO provider (the onnxruntime-openvino build) takes FP32 or FP16 as its precision.
+ORT_OPENVINO_PRECISIONS = ("fp32", "fp16", "int8")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -179,10 +182,12 @@ def plan_runtime(
 
     if precision == "auto":
         chosen = {"tensorrt": "fp16", "cuda": "fp32", "cpu": "fp32"}.get(plan.provider)
-        if plan.provider == "openvino":
+        if plan.engine == "openvino":
             chosen = "bf16" if native_bf16(flags) else "fp32"
         return RuntimePlan(plan.engine, plan.provider, chosen or "fp32", plan.providers)
     supported = SUPPORTED_PRECISIONS[plan.provider]
+    if plan.provider == "openvino" and plan.engine == "onnxruntime":
+        supported = ORT_OPENVINO_PRECISIONS
     if precision not in supported:
         if plan.provider != provider and provider != "auto":
             # The configured provider is missing here (already warned): keep the model running in fp32.
@@ -254,6 +259,8 @@ def provider_options(plan: RuntimePlan, cache_dir: Path | None) -> list[dict[str
             if cache_dir is not None:
                 trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir / "tensorrt"))
             options.append(trt)
+        elif name == PROVIDERS["openvino"]:
+            options.append({"device_type": "CPU", "precision": "FP16" if plan.precision == "fp16" else "FP32"})
         else:
             options.append({})
     return options

@@ -111,7 +111,7 @@ NO_BF16 = frozenset({"avx2", "avx512f"})
         (CPU_ONLY, True, frozenset({"amx_bf16", "amx_tile"}), ("openvino", "openvino", "bf16")),
         (CPU_ONLY, True, NO_BF16, ("openvino", "openvino", "fp32")),
         (CPU_ONLY, False, BF16, ("onnxruntime", "cpu", "fp32")),
-        (["OpenVINOExecutionProvider", "CPUExecutionProvider"], False, BF16, ("onnxruntime", "openvino", "bf16")),
+        (["OpenVINOExecutionProvider", "CPUExecutionProvider"], False, BF16, ("onnxruntime", "openvino", "fp32")),
     ],
 )
 def test_auto_plan(available, openvino, flags, expected):
@@ -157,6 +157,9 @@ def test_openvino_without_the_package_uses_the_onnxruntime_provider_or_cpu():
     assert (plan.engine, plan.providers) == ("onnxruntime", ("OpenVINOExecutionProvider", "CPUExecutionProvider"))
     plan = runtime.plan_runtime("openvino", "fp32", available=CPU_ONLY, openvino=False)
     assert (plan.engine, plan.provider) == ("onnxruntime", "cpu")
+    with pytest.raises(ValueError, match="precision bf16 is not supported on provider openvino"):
+        runtime.plan_runtime("openvino", "bf16", available=["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+                             openvino=False)
 
 
 class SessionSpy:
@@ -177,12 +180,14 @@ class SessionSpy:
         ("auto", "auto", GPU, [{"trt_fp16_enable": True, "trt_int8_enable": False}, {}, {}]),
         ("tensorrt", "fp32", GPU, [{"trt_fp16_enable": False, "trt_int8_enable": False}, {}, {}]),
         ("cuda", "fp32", ["CUDAExecutionProvider", "CPUExecutionProvider"], [{}, {}]),
+        ("openvino", "fp16", ["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+         [{"device_type": "CPU", "precision": "FP16"}, {}]),
     ],
 )
 def test_gpu_providers_and_their_options_reach_onnxruntime(
     monkeypatch, tmp_path, make_detector_onnx, provider, precision, providers, options
 ):
-    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: list(GPU))
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [*GPU, "OpenVINOExecutionProvider"])
     spy = SessionSpy()
     monkeypatch.setattr(runtime.ort, "InferenceSession", spy)
     plan = runtime.plan_runtime(provider, precision, openvino=False)
