@@ -1,14 +1,15 @@
 """Detector throughput for each runtime, precision, batch size and number of inference processes, with
 fp32 onnxruntime in one process as the baseline of the same run.
 
-    python -m benchmarks.inference_bench                      # the built-in model, about 3 minutes
+    python -m benchmarks.inference_bench                      # the built-in model, about 2 minutes
     python -m benchmarks.inference_bench --seconds 2 --batches 1,8 --json results.json
 
 Each case times the whole detector call as the worker makes it (letterbox, inference, decode and NMS)
 on rendered kitchen frames at model size (as the camera readers deliver them). Inference processes
 (streams/inference.py) have one thread each; the in-process cases use the engine's default threads
 (all cores) unless the row says 1 thread. "transfer" is the part of a pool call spent outside the
-processes' detector calls: pickling, pipes, waking up.
+processes' detector calls: pickling, pipes, waking up. All cases are loaded first and timed in round-robin
+passes, so a load that comes and goes on a shared machine falls on every case alike.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from models.cards import builtin_model_path, find_card
 from streams.detectors import synthetic_calibration
 from streams.inference import DetectorSpec, InferencePool
+from vision.detector import YoloDetector
 from vision.runtime import cpu_flags, openvino_installed, plan_runtime
 
 RUNTIMES = (  # engine-provider, precision
@@ -96,7 +98,7 @@ def frames(count: int, size: int) -> list[np.ndarray]:
     return [cv2.resize(render_scene(rng, 1280, 720)[0], (size, size * 9 // 16)) for _ in range(count)]
 
 
-def time_calls(call, seconds: float, warmup: int = 3) -> tuple[list[float], int]:  # noqa: ANN001
+def time_calls(call, seconds: float, warmup: int = 2) -> tuple[list[float], int]:  # noqa: ANN001
     for _ in range(warmup):
         call()
     times: list[float] = []
@@ -108,27 +110,19 @@ def time_calls(call, seconds: float, warmup: int = 3) -> tuple[list[float], int]
     return times, len(times)
 
 
-def measure(engine, label: str, precision: str, processes: int, threads: int, batches: list[int],  # noqa: ANN001
-            images: list[np.ndarray], sizes: list[tuple[int, int]], seconds: float) -> list[Case]:
-    cases = []
-    for batch in batches:
-        if isinstance(engine, InferencePool):
-            engine.stats.transfer_s.clear()
-        times, calls = time_calls(lambda b=batch: engine.detect(images[:b], sizes[:b]), seconds)
-        p50 = statistics.median(times)
-        transfer = None
-        if isinstance(engine, InferencePool) and engine.stats.transfer_s:
-            transfer = statistics.median(engine.stats.transfer_s) * 1000
-        case = Case(label, precision, processes, "default" if threads == 0 else str(threads), batch, calls,
-                    p50 * 1000, batch / p50, transfer_ms_p50=transfer)
-        cases.append(case)
-        print(f"  {label} {precision} x{processes} threads={case.threads} batch {batch}: {p50 * 1000:.1f} ms, "
-              f"{batch / p50:.0f} images/s", flush=True)
-    return cases
+@dataclass
+class _Engine:
+    label: str
+    precision: str
+    processes: int
+    threads: int
+    detector: YoloDetector | InferencePool
 
 
 def run(model: str, batches: list[int], processes: list[int], seconds: float, cache_dir: Path,
-        runtimes: tuple[tuple[str, str], ...] = RUNTIMES) -> list[Case]:
+        runtimes: tuple[tuple[str, str], ...] = RUNTIMES, rounds: int = 3) -> list[Case]:
+    """Every case is loaded first, then timed in `rounds` round-robin passes of seconds / rounds each, so
+    that a load that comes and goes on a shared machine falls on all cases alike."""
     path = builtin_model_path(model.removeprefix("builtin:")) if model.startswith("builtin:") else Path(model)
     card = find_card(path)
     names = tuple(card.classes) if card else None
@@ -136,29 +130,52 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
     images = frames(max(batches), card.input_size if card else 320)
     sizes = [(1280, 720)] * len(images)
     calibration = synthetic_calibration()
-    cases: list[Case] = []
     if ("cpu", "fp32") not in runtimes:
         runtimes = (("cpu", "fp32"), *runtimes)  # the baseline is always measured
-    for provider, precision in runtimes:
-        if provider == "openvino" and not openvino_installed():
-            continue
-        plan = plan_runtime(provider, precision)
-        for n in processes:
-            thread_options = [0, 1] if n == 1 and (provider, precision) == ("cpu", "fp32") else [0 if n == 1 else 1]
-            for threads in thread_options:
-                spec = DetectorSpec(path=str(path), plan=plan, class_names=names, score_threshold=threshold,
-                                    threads=threads, max_batch=max(batches), cache_dir=str(cache_dir),
-                                    calibration_key=calibration.key)
-                engine = spec.build(calibration) if n == 1 else None
-                if n > 1:
-                    spec.build(calibration)  # makes the int8 file once, before the processes start
-                    engine = InferencePool(spec, n, label="bench")
-                try:
-                    label = plan.engine if provider == "openvino" else f"onnxruntime {provider}"
-                    cases += measure(engine, label, precision, n, threads, batches, images, sizes, seconds)
-                finally:
-                    if isinstance(engine, InferencePool):
-                        engine.close()
+    engines: list[_Engine] = []
+    try:
+        for provider, precision in runtimes:
+            if provider == "openvino" and not openvino_installed():
+                continue
+            plan = plan_runtime(provider, precision)
+            label = plan.engine if provider == "openvino" else f"onnxruntime {provider}"
+            for n in processes:
+                baseline_row = n == 1 and (provider, precision) == ("cpu", "fp32")
+                for threads in [0, 1] if baseline_row else [0 if n == 1 else 1]:
+                    spec = DetectorSpec(path=str(path), plan=plan, class_names=names, score_threshold=threshold,
+                                        threads=threads, max_batch=max(batches), cache_dir=str(cache_dir),
+                                        calibration_key=calibration.key)
+                    detector: YoloDetector | InferencePool = spec.build(calibration)  # makes int8 once
+                    if n > 1:
+                        detector = InferencePool(spec, n, label="bench")
+                    engines.append(_Engine(label, precision, n, threads, detector))
+        times: dict[tuple[int, int], list[float]] = {}
+        transfers: dict[tuple[int, int], list[float]] = {}
+        for r in range(rounds):
+            print(f"round {r + 1} of {rounds}", flush=True)
+            for i, engine in enumerate(engines):
+                for batch in batches:
+                    pool = engine.detector if isinstance(engine.detector, InferencePool) else None
+                    if pool is not None:
+                        pool.stats.transfer_s.clear()
+                    det = engine.detector
+                    took, _ = time_calls(lambda d=det, b=batch: d.detect(images[:b], sizes[:b]), seconds / rounds)
+                    times.setdefault((i, batch), []).extend(took)
+                    if pool is not None:
+                        transfers.setdefault((i, batch), []).extend(pool.stats.transfer_s)
+    finally:
+        for engine in engines:
+            if isinstance(engine.detector, InferencePool):
+                engine.detector.close()
+    cases = []
+    for i, engine in enumerate(engines):
+        for batch in batches:
+            p50 = statistics.median(times[(i, batch)])
+            transfer = transfers.get((i, batch))
+            cases.append(Case(engine.label, engine.precision, engine.processes,
+                              "default" if engine.threads == 0 else str(engine.threads), batch,
+                              len(times[(i, batch)]), p50 * 1000, batch / p50,
+                              transfer_ms_p50=statistics.median(transfer) * 1000 if transfer else None))
     baseline = {c.batch: c.images_per_s for c in cases
                 if (c.runtime, c.precision, c.processes, c.threads) == ("onnxruntime cpu", "fp32", 1, "default")}
     for c in cases:
@@ -182,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="builtin:kitchen-starter")
     parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes")
     parser.add_argument("--processes", default=f"1,{max(2, os.cpu_count() or 1)}", help="comma-separated counts")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin passes over the cases")
     parser.add_argument("--cache-dir", type=Path, default=Path("var/model-cache"), help="int8 files are kept here")
     parser.add_argument("--runtimes", default=",".join(f"{p}-{q}" for p, q in RUNTIMES),
                         help="comma-separated PROVIDER-PRECISION (cpu-fp32 is always run: the baseline)")
@@ -196,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         parser.error(f"unknown runtimes {unknown}; choose from {[f'{p}-{q}' for p, q in RUNTIMES]}")
-    cases = run(args.model, batches, processes, args.seconds, args.cache_dir, runtimes)  # type: ignore[arg-type]
+    cases = run(args.model, batches, processes, args.seconds, args.cache_dir, runtimes,  # type: ignore[arg-type]
+                args.rounds)
     end_load = [round(x, 2) for x in os.getloadavg()]
     print(f"\nmodel {args.model}; load average at start {start['load_average']}, at end {end_load}\n")
     print(table(cases))
