@@ -9,7 +9,9 @@ on rendered kitchen frames at model size (as the camera readers deliver them). I
 (streams/inference.py) have one thread each; the in-process cases use the engine's default threads
 (all cores) unless the row says 1 thread. "transfer" is the part of a pool call spent outside the
 processes' detector calls: pickling, pipes, waking up. All cases are loaded first and timed in round-robin
-passes, so a load that comes and goes on a shared machine falls on every case alike.
+passes, so a load that comes and goes on a shared machine falls on every case alike. "CPU ms per image"
+is the CPU time this process and the pool's processes spent per image (idle spinning threads included):
+what a case costs, and less disturbed by other programs than wall-clock time.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Case:
     images_per_s: float
     vs_baseline: float = 0.0
     transfer_ms_p50: float | None = None
+    cpu_ms_per_image: float = 0.0  # CPU time of this process and the pool's processes, per image
 
 
 def machine() -> dict[str, object]:
@@ -98,16 +101,33 @@ def frames(count: int, size: int) -> list[np.ndarray]:
     return [cv2.resize(render_scene(rng, 1280, 720)[0], (size, size * 9 // 16)) for _ in range(count)]
 
 
-def time_calls(call, seconds: float, warmup: int = 2) -> tuple[list[float], int]:  # noqa: ANN001
+def cpu_seconds(pids: list[int | None]) -> float:
+    """CPU time (user + system) used so far by this process and by the given processes."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        if pid is None:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def time_calls(call, seconds: float, pids: list[int | None], warmup: int = 2) -> tuple[list[float], float]:  # noqa: ANN001
+    """Wall time of each call, and the CPU seconds all of them used."""
     for _ in range(warmup):
         call()
     times: list[float] = []
+    cpu0 = cpu_seconds(pids)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or len(times) < 5:
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return times, len(times)
+    return times, cpu_seconds(pids) - cpu0
 
 
 @dataclass
@@ -150,6 +170,7 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
                         detector = InferencePool(spec, n, label="bench")
                     engines.append(_Engine(label, precision, n, threads, detector))
         times: dict[tuple[int, int], list[float]] = {}
+        cpu: dict[tuple[int, int], float] = {}
         transfers: dict[tuple[int, int], list[float]] = {}
         for r in range(rounds):
             print(f"round {r + 1} of {rounds}", flush=True)
@@ -159,8 +180,11 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
                     if pool is not None:
                         pool.stats.transfer_s.clear()
                     det = engine.detector
-                    took, _ = time_calls(lambda d=det, b=batch: d.detect(images[:b], sizes[:b]), seconds / rounds)
+                    pids = pool.pids() if pool is not None else []
+                    took, used = time_calls(lambda d=det, b=batch: d.detect(images[:b], sizes[:b]), seconds / rounds,
+                                            pids)
                     times.setdefault((i, batch), []).extend(took)
+                    cpu[(i, batch)] = cpu.get((i, batch), 0.0) + used
                     if pool is not None:
                         transfers.setdefault((i, batch), []).extend(pool.stats.transfer_s)
     finally:
@@ -175,7 +199,8 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
             cases.append(Case(engine.label, engine.precision, engine.processes,
                               "default" if engine.threads == 0 else str(engine.threads), batch,
                               len(times[(i, batch)]), p50 * 1000, batch / p50,
-                              transfer_ms_p50=statistics.median(transfer) * 1000 if transfer else None))
+                              transfer_ms_p50=statistics.median(transfer) * 1000 if transfer else None,
+                              cpu_ms_per_image=cpu[(i, batch)] * 1000 / (batch * len(times[(i, batch)]))))
     baseline = {c.batch: c.images_per_s for c in cases
                 if (c.runtime, c.precision, c.processes, c.threads) == ("onnxruntime cpu", "fp32", 1, "default")}
     for c in cases:
@@ -185,12 +210,13 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
 
 def table(cases: list[Case]) -> str:
     lines = ["| runtime | precision | processes | threads each | batch | ms per call (p50) | images/s "
-             "| vs fp32 onnxruntime, 1 process, same batch | transfer ms (p50) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| vs fp32 onnxruntime, 1 process, same batch | transfer ms (p50) | CPU ms per image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         transfer = f"{c.transfer_ms_p50:.2f}" if c.transfer_ms_p50 is not None else "—"
         lines.append(f"| {c.runtime} | {c.precision} | {c.processes} | {c.threads} | {c.batch} "
-                     f"| {c.ms_per_call_p50:.1f} | {c.images_per_s:.0f} | {c.vs_baseline:.2f}x | {transfer} |")
+                     f"| {c.ms_per_call_p50:.1f} | {c.images_per_s:.0f} | {c.vs_baseline:.2f}x | {transfer} "
+                     f"| {c.cpu_ms_per_image:.1f} |")
     return "\n".join(lines)
 
 

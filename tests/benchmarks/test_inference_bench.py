@@ -19,4 +19,5 @@ def test_short_run_measures_baseline_and_cases(tmp_path, capsys):
         assert cases[("onnxruntime cpu", "fp32", 1, "1", batch)]["images_per_s"] > 0
         pooled = cases[("openvino", "bf16", 2, "1", batch)]
         assert pooled["images_per_s"] > 0 and pooled["transfer_ms_p50"] is not None
+        assert pooled["cpu_ms_per_image"] > 0  # the processes' CPU time is counted
     assert "| runtime | precision |" in capsys.readouterr().out
