@@ -141,6 +141,7 @@ class InferencePool:
         self.label = label
         self.stats = PoolStats()
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()  # one batch at a time: callers in several threads take turns
         self._closed = False
         self._job = 0
         self._slots = [_Slot(i) for i in range(processes)]
@@ -197,6 +198,12 @@ class InferencePool:
         """Boxes for each frame, or None for a frame whose process died, hung or failed on it."""
         if not frames:
             return []
+        with self._call_lock:
+            return self._detect(frames, orig_sizes)
+
+    def _detect(
+        self, frames: Sequence[np.ndarray], orig_sizes: Sequence[tuple[int, int]] | None
+    ) -> list[Detections | None]:
         sizes = list(orig_sizes) if orig_sizes is not None else [(f.shape[1], f.shape[0]) for f in frames]
         if len(sizes) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(sizes)} original sizes")

@@ -121,6 +121,8 @@ class Worker:
         self.bus = bus
         self.snapshots = snapshots
         self.models = models if models is not None else load_models(config)
+        # Models this worker loaded (or swapped in) are closed when it stops; the caller's stay open.
+        self._owned_models = {id(m) for m in self.models.values()} if models is None else set()
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,7 +181,8 @@ class Worker:
                     self._emit(p, model, None, rule_event, now)
             p.reader.stop()
         for loaded in self.models.values():
-            loaded.close()
+            if id(loaded) in self._owned_models:
+                loaded.close()
 
     def _run(self) -> None:
         gauges_at = 0.0
@@ -243,6 +246,7 @@ class Worker:
         for name, new in self.watcher.take_ready().items():
             old = self.models[name]
             self.models[name] = new
+            self._owned_models.add(id(new))
             if new.names != old.names:  # class ids of existing tracks mean other classes now
                 for p in self.pipelines:
                     if name in p.trackers:

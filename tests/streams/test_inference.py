@@ -95,3 +95,23 @@ def test_a_model_the_processes_cannot_load_is_a_load_error(pool, tmp_path):
     broken.write_bytes(b"\x08\x07not a model" * 20)
     with pytest.raises(ModelLoadError, match="broken.onnx"):
         pool(2, spec=DetectorSpec(path=str(broken), plan=plan_runtime("cpu", "fp32"), threads=1))
+
+
+def test_callers_in_several_threads_take_turns(pool, images):
+    import threading
+
+    p = pool(2)
+    expected = p.detect(images)
+    results: list = []
+
+    def call():
+        for _ in range(3):
+            results.append(p.detect(images))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 9
+    assert all(same(a, b) for out in results for a, b in zip(expected, out, strict=True))

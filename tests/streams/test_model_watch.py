@@ -255,3 +255,17 @@ def test_sighup_makes_the_running_service_check_its_models(site, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+def test_a_worker_leaves_the_models_it_was_given_open(site, tmp_path):
+    edit_config(site, lambda d: d["models"][0].update(processes=2))
+    config = load_config(site)
+    models = load_models(config)
+    try:
+        worker = Worker(config, InProcessBus(), SnapshotStore(tmp_path / "snapshots"), models=models)
+        worker.start()
+        worker.stop()
+        assert models["det"].detector.live_processes() == 2  # the caller still uses them
+        assert all(d is not None for d in models["det"].detect([np.zeros((180, 320, 3), np.uint8)] * 2))
+    finally:
+        models["det"].close()
