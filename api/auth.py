@@ -19,7 +19,7 @@ from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from brightkitchen.config import AuthConfig
 from brightkitchen.events import Event
@@ -143,6 +143,20 @@ def authenticator(request: Request) -> Authenticator:
     return request.app.state.auth
 
 
+def reject_nul(request: Request) -> None:
+    """400 for a NUL character in the path or the query: no id or filter holds one, and PostgreSQL
+    cannot even compare text with one."""
+    if "\x00" in request.url.path or any("\x00" in k + v for k, v in request.query_params.multi_items()):
+        raise HTTPException(400, "the path and query may not contain NUL characters (%00)")
+
+
+def no_nul(value: str) -> str:
+    """A field validator: text with a NUL character is refused (422)."""
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    return value
+
+
 def require(roles: frozenset[Role], *, query_token: bool = False) -> Callable[..., Principal]:
     """A dependency giving the request's principal; 401 without valid credentials, 403 for other roles."""
 
@@ -161,12 +175,14 @@ def require(roles: frozenset[Role], *, query_token: bool = False) -> Callable[..
                 str | None, Query(description="for clients that cannot send headers (EventSource)")
             ] = None,
         ) -> Principal:
+            reject_nul(request)
             credential = bearer.credentials if bearer else api_key or access_token
             return check(authenticator(request).identify(credential))
 
         return from_headers_or_query
 
     def from_headers(request: Request, bearer: Bearer, api_key: ApiKeyHeader) -> Principal:
+        reject_nul(request)
         return check(authenticator(request).identify(bearer.credentials if bearer else api_key))
 
     return from_headers
@@ -190,6 +206,8 @@ def visible_event(store: EventStore, who: Principal, event_id: str) -> Event:
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+    _username = field_validator("username")(no_nul)
 
 
 class LoginResponse(BaseModel):

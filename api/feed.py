@@ -6,6 +6,10 @@ reads the log from its cursor and, once caught up, waits for the doorbell that r
 stored revision, then reads again from the same cursor. Live and replayed messages come from the same
 read, so there is no boundary at which one could be lost or repeated. A caller scoped to some sites
 gets only their changes.
+
+Several API replicas on one PostgreSQL database serve the same feed: the doorbell of each also rings
+when another replica stored a change (PostgreSQL LISTEN/NOTIFY), so a client may reconnect to any
+replica with the last seq it saw.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -27,6 +33,7 @@ from api.redis_stream import RedisStreamPusher
 from api.webhooks import WebhookSender
 from brightkitchen.changes import Change, ChangeLog, now_ms, record_change
 from brightkitchen.config import OutputsConfig
+from brightkitchen.db import MAX_INT64
 from brightkitchen.events import Event, Phase, utc
 from brightkitchen.outbox import Outbox, queue_deliveries
 from brightkitchen.store import EventStore
@@ -66,6 +73,39 @@ class Doorbell:
             waiter.set()
 
 
+class ChangeNotifications(threading.Thread):
+    """PostgreSQL only: calls `wake` whenever any process stored a change (LISTEN on the change log's
+    channel, notified in the storing transaction), and once after each (re)connection."""
+
+    def __init__(self, url: str, channel: str, wake: Callable[[], None]) -> None:
+        super().__init__(name="change-notifications", daemon=True)
+        self.url, self.channel, self.wake = url, channel, wake
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        failing = False
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f'LISTEN "{self.channel}"')
+                    if failing:
+                        log.info("change notifications: listening again")
+                        failing = False
+                    self.wake()  # whatever was stored while not listening
+                    while not self._stopping.is_set():
+                        if any(True for _ in conn.notifies(timeout=1.0, stop_after=1)):
+                            self.wake()
+            except psycopg.Error as e:
+                if not failing:
+                    log.warning("change notifications: %s; streams fall back to polling meanwhile", e)
+                    failing = True
+                self._stopping.wait(2.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)
+
+
 class Feed:
     """The app's side of the feed: the change log and webhook outbox as store hooks, the doorbell, and
     the pushing outputs (webhook sender, optional Redis stream), all woken after each stored revision."""
@@ -80,12 +120,24 @@ class Feed:
         self.outbox = Outbox(store)
         self.bell = Doorbell()
         self.webhooks = WebhookSender(self.outbox, outputs.webhooks)
-        self.redis = RedisStreamPusher(self.changes, outputs.redis_stream) if outputs.redis_stream else None
+        postgresql = store.db.url if store.db.dialect.name == "postgresql" else None
+        self.redis = (
+            RedisStreamPusher(self.changes, outputs.redis_stream, postgresql) if outputs.redis_stream else None
+        )
+        self._channel = store.db.channel("changes")
+        self._database_url = store.db.url
+        self.notifications: ChangeNotifications | None = None
         self._pump: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Call on the app's event loop, after the hub is bound to it."""
-        self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+        loop = asyncio.get_running_loop()
+        self._pump = loop.create_task(self._run_pump())
+        if self._channel is not None:
+            self.notifications = ChangeNotifications(
+                self._database_url, self._channel, lambda: loop.call_soon_threadsafe(self.stored)
+            )
+            self.notifications.start()
         self.webhooks.start()
         if self.redis is not None:
             self.redis.start()
@@ -96,6 +148,8 @@ class Feed:
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
+        if self.notifications is not None:
+            await run_in_threadpool(self.notifications.stop)
         await run_in_threadpool(self.webhooks.stop)
         if self.redis is not None:
             await run_in_threadpool(self.redis.stop)
@@ -194,6 +248,8 @@ def _websocket_principal(websocket: WebSocket) -> Principal:
         or websocket.headers.get("x-api-key")
         or websocket.query_params.get("access_token")
     )
+    if credential and "\x00" in credential:
+        raise ValueError("invalid credentials")
     try:
         who = authenticator(websocket).identify(credential)  # type: ignore[arg-type]
     except HTTPException as e:
@@ -214,7 +270,7 @@ def feed_router(feed: Feed) -> APIRouter:
     async def stream_events(
         request: Request,
         who: StreamReader,
-        after: Annotated[int | None, Query(ge=0, description="resume after this change seq")] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="resume after this change seq")] = None,
         last_event_id: Annotated[
             str | None, Header(description="set by EventSource on reconnect; wins over `after`")
         ] = None,
@@ -247,7 +303,7 @@ def feed_router(feed: Feed) -> APIRouter:
 
     @router.websocket("/api/v1/events/ws")
     async def events_websocket(
-        websocket: WebSocket, after: Annotated[int | None, Query(ge=0)] = None
+        websocket: WebSocket, after: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None
     ) -> None:
         """Text messages, each a FeedMessage JSON {seq, phase, event}; resume with `?after=SEQ`."""
         await websocket.accept()

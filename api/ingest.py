@@ -1,4 +1,4 @@
-"""Consume the bus: store each event revision once, then fan it out to live subscribers."""
+"""Consume the bus: store each event revision once, acknowledge it, then fan it out to live subscribers."""
 
 from __future__ import annotations
 
@@ -54,26 +54,34 @@ class Ingest(threading.Thread):
 
     def run(self) -> None:
         while True:
+            if self._stop_requested.is_set() and self.bus.durable:
+                return  # what was not acknowledged is delivered again, to this process or another
             event = self.bus.receive(timeout=0.2)
             if event is None:
                 if self._stop_requested.is_set():
                     return  # stop only once the bus is drained, so no published event is lost
                 continue
             stored = self._store(event)
+            if stored is None:
+                continue  # not stored, not acknowledged
+            self.bus.ack(event)  # stored now, or already before (a redelivery)
             if stored:
                 EVENTS_STORED.labels(event.phase).inc()
                 self.hub.publish(event)
 
-    def _store(self, event: Event) -> bool:
-        """Retry until stored: a storage failure must neither kill ingestion nor lose the event."""
+    def _store(self, event: Event) -> bool | None:
+        """Retry until stored: a storage failure must neither kill ingestion nor lose the event.
+        True: stored; False: a duplicate; None: given up at shutdown."""
         while True:
             try:
                 return self.store.upsert(event)
             except Exception:
                 log.exception("could not store event %s revision %s; retrying", event.id, event.revision)
                 if self._stop_requested.wait(1.0):
-                    log.error("event %s revision %s not stored at shutdown", event.id, event.revision)
-                    return False
+                    level = logging.INFO if self.bus.durable else logging.ERROR
+                    log.log(level, "event %s revision %s not stored at shutdown%s", event.id, event.revision,
+                            " (it stays on the bus)" if self.bus.durable else "")
+                    return None
 
     def stop(self) -> None:
         self._stop_requested.set()

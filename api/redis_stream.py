@@ -3,6 +3,9 @@
 Driven from the change log with the last pushed seq stored in the database, so a Redis outage (or an
 API restart) loses nothing: pushing resumes where it stopped. A batch that reached Redis but whose
 cursor was not saved is pushed again, so readers de-duplicate by `seq` (or event id and revision).
+
+On PostgreSQL every API replica runs a pusher; they take turns on a lock held, on a connection of the
+pusher's own, from reading the cursor to saving it, so each change is pushed once, not once per replica.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import threading
 import redis
 from prometheus_client import Counter, Gauge
 
-from brightkitchen.changes import Change, ChangeLog
+from brightkitchen.changes import Change, ChangeLog, changes_after, read_cursor, write_cursor
 from brightkitchen.config import RedisStreamConfig
+from brightkitchen.db import Connection, Database
 
 log = logging.getLogger("api.redis_stream")
 
@@ -40,9 +44,10 @@ def stream_fields(change: Change) -> dict[str, str | int]:
 
 
 class RedisStreamPusher(threading.Thread):
-    def __init__(self, changes: ChangeLog, settings: RedisStreamConfig) -> None:
+    def __init__(self, changes: ChangeLog, settings: RedisStreamConfig, database_url: str | None = None) -> None:
         super().__init__(name="redis-stream", daemon=True)
         self.changes, self.settings = changes, settings
+        self.database_url = database_url  # PostgreSQL: pushers of several replicas take turns
         self.cursor_name = f"redis_stream:{settings.stream}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -58,6 +63,7 @@ class RedisStreamPusher(threading.Thread):
 
     def run(self) -> None:
         client = redis.Redis.from_url(self.settings.url, socket_timeout=5, socket_connect_timeout=5)
+        self._db = Database(self.database_url) if self.database_url else None
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -81,11 +87,33 @@ class RedisStreamPusher(threading.Thread):
                 (self._stopping if self.failures else self._wake).wait(wait)
         finally:
             client.close()
+            if self._db is not None:
+                self._db.close()
 
     def push_batch(self, client: redis.Redis) -> int:
         """Push the next changes after the stored cursor; returns how many were pushed."""
-        cursor = self.changes.cursor(self.cursor_name)
-        batch = self.changes.after(cursor, BATCH)
+        if self._db is not None:
+            with self._db.transaction() as conn:
+                conn.serialize(self.cursor_name)  # another replica pushing: wait, then read its cursor
+                cursor, pushed = self._push(conn, client)
+        else:  # one process: the shared connection, not held while Redis is written to
+            with self.changes.store.reading() as conn:
+                cursor = read_cursor(conn, self.cursor_name)
+                batch = changes_after(conn, cursor, BATCH)
+            cursor, pushed = self._xadd(client, cursor, batch)
+            if pushed:
+                self.changes.set_cursor(self.cursor_name, cursor)
+        LAG.set(self.changes.last_seq() - cursor)
+        return pushed
+
+    def _push(self, conn: Connection, client: redis.Redis) -> tuple[int, int]:
+        cursor = read_cursor(conn, self.cursor_name)
+        cursor, pushed = self._xadd(client, cursor, changes_after(conn, cursor, BATCH))
+        if pushed:
+            write_cursor(conn, self.cursor_name, cursor)
+        return cursor, pushed
+
+    def _xadd(self, client: redis.Redis, cursor: int, batch: list[Change]) -> tuple[int, int]:
         if batch:
             pipe = client.pipeline(transaction=False)
             for change in batch:
@@ -93,7 +121,5 @@ class RedisStreamPusher(threading.Thread):
                           maxlen=self.settings.maxlen, approximate=True)
             pipe.execute()
             cursor = batch[-1].seq
-            self.changes.set_cursor(self.cursor_name, cursor)
             PUSHED.inc(len(batch))
-        LAG.set(self.changes.last_seq() - cursor)
-        return len(batch)
+        return cursor, len(batch)

@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
-from api.auth import Reader, WorkflowUser, require, visible_event
+from api.auth import Reader, WorkflowUser, no_nul, require, visible_event
 from brightkitchen.events import Event, ReviewState
 from brightkitchen.review import (
     PHOTO_MEDIA_TYPES,
@@ -69,6 +69,8 @@ class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["confirmed", "false_positive"]
     note: str = Field("", max_length=MAX_NOTE_CHARS)
+
+    _note = field_validator("note")(no_nul)
 
 
 class AuditEntryOut(BaseModel):
@@ -194,6 +196,8 @@ def review_router(
                 raise _field_error("note", "a note saying what was done is required")
             if len(note) > MAX_NOTE_CHARS:
                 raise _field_error("note", f"at most {MAX_NOTE_CHARS} characters")
+            if "\x00" in note:
+                raise _field_error("note", "may not contain NUL characters")
             data = await _photo_bytes(form)
         finally:
             await form.close()

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from api.auth import require
+from api.auth import no_nul, require
 from api.feed import Feed
 from brightkitchen.config import Identifier
+from brightkitchen.db import MAX_INT64
 from brightkitchen.events import Event, Phase, utc
 from brightkitchen.outbox import Filters, Subscription, generate_secret
 from brightkitchen.users import Principal, Role
@@ -41,6 +42,11 @@ class SubscriptionCreate(BaseModel):
     secret: str | None = Field(
         None, min_length=16, max_length=256, description="HMAC key for the signature; generated when omitted"
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        return None if value is None else no_nul(value)
     filters: SubscriptionFilters = SubscriptionFilters()
 
 
@@ -71,7 +77,7 @@ class ReplayRequest(BaseModel):
     `after_seq` or `since`: send every matching change after it again (delivered or not)."""
 
     model_config = ConfigDict(extra="forbid")
-    after_seq: int | None = Field(None, ge=0, description="replay the changes after this seq")
+    after_seq: int | None = Field(None, ge=0, le=MAX_INT64, description="replay the changes after this seq")
     since: datetime | None = Field(None, description="replay the changes stored at or after this time")
 
     @model_validator(mode="after")

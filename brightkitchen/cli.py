@@ -11,9 +11,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brightkitchen.config import Config, ConfigError, json_schema, load_config
 from brightkitchen.users import USER_ROLES, UserError, UserStore
+
+if TYPE_CHECKING:
+    from models.inventory import InstalledModel
 
 
 class UtcFormatter(logging.Formatter):
@@ -41,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from brightkitchen.service import run_service
 
     config = load_config(args.config)
-    run_service(config, args.host or config.api.host, args.port or config.api.port, args.seconds)
+    run_service(config, args.host or config.api.host, args.port or config.api.port, args.seconds, args.role)
     return 0
 
 
@@ -63,7 +67,9 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
     url = database_url(load_config(args.config))
     store = EventStore(url)
-    print(f"{url}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
+    from brightkitchen.db import redact
+
+    print(f"{redact(url)}: applied {', '.join(store.applied_migrations) or 'nothing (up to date)'}")
     store.close()
     return 0
 
@@ -216,6 +222,16 @@ def cmd_models_train_starter(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
+def cmd_models_train(args: argparse.Namespace) -> int:
+    def body() -> int:
+        from models.training import run
+
+        run(args)
+        return 0
+
+    return _model_tool(body)
+
+
 def _model_tool(body: Callable[[], int]) -> int:
     """Run a model command; a bad model file, card, dataset, name or folder is reported in one line."""
     try:
@@ -272,7 +288,14 @@ def cmd_models_eval(args: argparse.Namespace) -> int:
 
     def body() -> int:
         model = find_model(args.model, _optional_config(args.config))
+        if model.task == "classify":
+            return _eval_classifier(model, args)
         dataset = load_dataset(args.data, args.split)
+        if args.rename:
+            from models.evaluate import rename_classes
+            from models.training import parse_renames
+
+            dataset = rename_classes(dataset, parse_renames(args.rename))
         detector = open_detector(model, threads=args.threads)
         metrics = evaluate(detector, dataset, model.score_threshold, progress=stderr_progress())
         data = Path(args.data).resolve()
@@ -296,6 +319,27 @@ def cmd_models_eval(args: argparse.Namespace) -> int:
         return 0
 
     return _model_tool(body)
+
+
+def _eval_classifier(model: InstalledModel, args: argparse.Namespace) -> int:
+    """`models eval` of a crop classifier: --data is a folder with <split>/<class>/ images (or <class>/)."""
+    import json
+
+    from models.evaluate import classify_folder, format_classifier_table
+    from models.training import parse_renames
+
+    if model.card is None:
+        raise LookupError(f"{model.name}: a classifier needs its card (class names) to be evaluated")
+    folder = Path(args.data) / args.split if (Path(args.data) / args.split).is_dir() else Path(args.data)
+    metrics = classify_folder(model.path, list(model.card.classes), folder, parse_renames(args.rename),
+                              threads=args.threads)
+    if args.json:
+        print(json.dumps({"model": model.name, "version": model.version, "model_path": str(model.path),
+                          "data": str(folder.resolve()), "images": metrics.images, "top1": round(metrics.top1, 4),
+                          "per_class": metrics.per_class_dict()}, ensure_ascii=False))
+    else:
+        print(format_classifier_table(metrics, f"{model.name} {model.version} on {folder}"))
+    return 0
 
 
 def _utc_time(value: str) -> datetime:
@@ -349,6 +393,16 @@ def cmd_models_export_feedback(args: argparse.Namespace) -> int:
     return _model_tool(body)
 
 
+def _add_train_tool(models_sub: argparse._SubParsersAction) -> None:
+    from models.training import add_arguments
+
+    train = models_sub.add_parser(
+        "train", help="train a detector or crop classifier on a labelled set; ONNX + model card (needs [train])"
+    )
+    add_arguments(train)
+    train.set_defaults(func=cmd_models_train)
+
+
 def _add_model_tools(models_sub: argparse._SubParsersAction) -> None:
     config_help = "config file whose models are included (names resolve there first)"
     listing = models_sub.add_parser(
@@ -371,6 +425,8 @@ def _add_model_tools(models_sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.add_argument("--plot", metavar="PNG", help="write the precision-recall curves (IoU 0.50) to this PNG")
     ev.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    ev.add_argument("--rename", action="append", default=[], metavar="DATA=MODEL",
+                    help="read a dataset class as the model's class of another name (repeatable)")
     ev.add_argument("-c", "--config", help=config_help)
     ev.set_defaults(func=cmd_models_eval)
 
@@ -429,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "worker"),
+        default="all",
+        help="all: worker and API; api: store events from the bus and serve the API; worker: analyse cameras "
+        "and publish events (api and worker need bus.kind: redis)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     config = sub.add_parser("config", help="check a config file or print its JSON schema")
@@ -453,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("train_args", nargs=argparse.REMAINDER, help="arguments of the training command")
     train.set_defaults(func=cmd_models_train_starter)
     _add_model_tools(models_sub)
+    _add_train_tool(models_sub)
     _add_model_prepare(models_sub)
 
     _add_users_and_keys(sub)

@@ -133,7 +133,12 @@ class RuleConfig(Strict):
 
 
 class StorageConfig(Strict):
-    database: str = Field("sqlite:///var/brightkitchen.db", description="sqlite:///PATH")
+    database: str = Field(
+        "sqlite:///var/brightkitchen.db",
+        pattern=r"^(sqlite:///|postgres(ql)?://)",
+        description="sqlite:///PATH (relative to the config file) or postgresql://USER:PASSWORD@HOST:PORT/DB; "
+        "a schema other than public: ?options=-csearch_path%3DSCHEMA",
+    )
     snapshots_dir: str = "var/snapshots"
     snapshot_retention_days: float = Field(30.0, gt=0)
     snapshot_max_count: int = Field(100_000, ge=1)
@@ -142,8 +147,62 @@ class StorageConfig(Strict):
     )
 
 
+class RedisBusConfig(Strict):
+    url: str = Field(pattern=r"^rediss?://", description="redis://HOST:PORT/DB")
+    stream: str = Field("brightkitchen:bus", min_length=1, description="the stream workers add events to")
+    group: str = Field("brightkitchen-api", min_length=1, description="the consumer group of the API replicas")
+    consumer: str | None = Field(
+        None, description="this process's name in the group; default HOSTNAME-PID (a stable name lets a "
+        "restarted process take up its own unacknowledged entries at once)"
+    )
+    maxlen: int = Field(
+        1_000_000, ge=1000, description="approximate number of entries the stream keeps: older ones are "
+        "trimmed even when not yet stored, so keep it above the longest backlog of an API outage"
+    )
+    claim_idle_s: float = Field(
+        30.0, gt=0, description="entries read but not acknowledged for this long (their consumer died) are "
+        "taken over by another consumer"
+    )
+    batch: int = Field(100, ge=1, le=10_000, description="entries read at a time")
+    buffer: int = Field(10_000, ge=1, description="events a worker keeps while Redis is unreachable")
+
+
 class BusConfig(Strict):
-    kind: Literal["inprocess"] = "inprocess"
+    kind: Literal["inprocess", "redis"] = Field(
+        "inprocess", description="inprocess: worker and API in one process; redis: Redis Streams between "
+        "worker and API processes"
+    )
+    redis: RedisBusConfig | None = None
+
+    @model_validator(mode="after")
+    def _redis_settings(self) -> BusConfig:
+        if self.kind == "redis" and self.redis is None:
+            raise ValueError("bus.kind redis needs bus.redis (at least its url)")
+        return self
+
+
+class AssignmentConfig(Strict):
+    """Which worker process analyses which camera."""
+
+    kind: Literal["all", "redis"] = Field(
+        "all", description="all: this worker analyses every camera; redis: the cameras are shared out among "
+        "the live workers (membership and per-camera leases in Redis)"
+    )
+    url: str | None = Field(None, pattern=r"^rediss?://", description="redis://HOST:PORT/DB (kind redis)")
+    prefix: str = Field("brightkitchen:assignment", min_length=1, description="prefix of the Redis keys")
+    heartbeat_s: float = Field(1.0, gt=0, description="how often a worker renews its membership and leases")
+    ttl_s: float = Field(
+        5.0, gt=0, description="a worker unheard of this long is gone: its cameras move to the others"
+    )
+    worker_id: str | None = Field(None, description="this worker's name; default HOSTNAME-PID-RANDOM")
+
+    @model_validator(mode="after")
+    def _settings(self) -> AssignmentConfig:
+        if self.kind == "redis" and self.url is None:
+            raise ValueError("assignment.kind redis needs assignment.url")
+        if self.ttl_s < 2 * self.heartbeat_s:
+            raise ValueError("assignment.ttl_s must be at least twice heartbeat_s")
+        return self
 
 
 class AuthConfig(Strict):
@@ -221,6 +280,7 @@ class Config(Strict):
     worker: WorkerConfig = WorkerConfig()
     outputs: OutputsConfig = OutputsConfig()
     inference: InferenceConfig = InferenceConfig()
+    assignment: AssignmentConfig = AssignmentConfig()
     # Folder of the config file: relative paths in it are relative to this.
     _base_dir: Path = PrivateAttr(Path("."))
     # The file it was loaded from (None when built in code): model hot swap re-reads it.

@@ -11,29 +11,35 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from brightkitchen.changes import now_ms
+from brightkitchen.db import Connection, Dialect
 from brightkitchen.events import Event, new_event_id
 from brightkitchen.store import EventStore
 
 # Filter name -> the change's column it filters on.
 FILTERS = {"sites": "site", "cameras": "camera", "rules": "rule", "phases": "phase"}
-# A change matches a subscription when each of its filters is empty or names the change's value.
-MATCHES = " AND ".join(
-    f"(s.{f} = '[]' OR c.{col} IN (SELECT value FROM json_each(s.{f})))" for f, col in FILTERS.items()
-)
-QUEUE = f"""INSERT INTO deliveries
-                (delivery_id, subscription_id, seq, camera, state, created_ms, next_attempt_ms)
-            SELECT lower(hex(randomblob(16))), s.id, c.seq, c.camera, 'pending', :now, :now
-            FROM changes c JOIN subscriptions s ON {MATCHES}"""
 
 
-def queue_deliveries(conn: sqlite3.Connection, event: Event) -> None:
+@cache
+def _queue_sql(dialect: Dialect) -> str:
+    """INSERT of one pending delivery per (matching subscription, change); callers add the WHERE."""
+    # A change matches a subscription when each of its filters is empty or names the change's value.
+    matches = " AND ".join(
+        f"(s.{f} = '[]' OR c.{col} IN ({dialect.json_values(f's.{f}')}))" for f, col in FILTERS.items()
+    )
+    return f"""INSERT INTO deliveries
+                   (delivery_id, subscription_id, seq, camera, state, created_ms, next_attempt_ms)
+               SELECT {dialect.random_id}, s.id, c.seq, c.camera, 'pending', :now, :now
+               FROM changes c JOIN subscriptions s ON {matches}"""
+
+
+def queue_deliveries(conn: Connection, event: Event) -> None:
     """Store hook: queue one delivery per matching subscription; needs the change `record_change` wrote."""
-    conn.execute(f"{QUEUE} WHERE c.event_id = :id AND c.revision = :revision",
+    conn.execute(f"{_queue_sql(conn.dialect)} WHERE c.event_id = :id AND c.revision = :revision",
                  {"now": now_ms(), "id": event.id, "revision": event.revision})
 
 
@@ -147,11 +153,10 @@ class Outbox:
         changes from before the subscription existed); without, the dead deliveries, and the failing
         ones at once instead of after their backoff. Returns how many deliveries were queued."""
         now = now_ms()
-        # A new delivery id: a result still in flight for the old one must not settle the replay.
-        requeue = """UPDATE deliveries SET state = 'pending', attempts = 0, created_ms = :now,
-                         next_attempt_ms = :now, lease_until_ms = 0,
-                         delivery_id = lower(hex(randomblob(16)))"""
         with self._store.transaction() as conn:
+            # A new delivery id: a result still in flight for the old one must not settle the replay.
+            requeue = f"""UPDATE deliveries SET state = 'pending', attempts = 0, created_ms = :now,
+                             next_attempt_ms = :now, lease_until_ms = 0, delivery_id = {conn.dialect.random_id}"""
             if after_seq is None:
                 dead = conn.execute(f"{requeue} WHERE subscription_id = :sub AND state = 'dead'",
                                           {"now": now, "sub": sub_id}).rowcount
@@ -164,7 +169,7 @@ class Outbox:
             args = {"now": now, "sub": sub_id, "after": after_seq}
             again = conn.execute(f"{requeue} WHERE subscription_id = :sub AND seq > :after", args).rowcount
             new = conn.execute(
-                f"""{QUEUE} WHERE s.id = :sub AND c.seq > :after
+                f"""{_queue_sql(conn.dialect)} WHERE s.id = :sub AND c.seq > :after
                     AND NOT EXISTS (SELECT 1 FROM deliveries x
                                     WHERE x.subscription_id = s.id AND x.seq = c.seq)""",
                 args,
@@ -225,7 +230,10 @@ class Outbox:
     def next_due_ms(self) -> int | None:
         """When the next delivery will be due (None: nothing pending)."""
         with self._store.reading() as conn:
-            row = conn.execute(f"SELECT MIN(MAX(d.next_attempt_ms, d.lease_until_ms)) FROM {HEADS}")
+            row = conn.execute(
+                "SELECT MIN(CASE WHEN d.next_attempt_ms > d.lease_until_ms THEN d.next_attempt_ms"
+                f" ELSE d.lease_until_ms END) FROM {HEADS}"
+            )
             return row.fetchone()[0]
 
     def backlog(self) -> int:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
+from brightkitchen.db import in_list
 from brightkitchen.events import Event, ReviewState, utc
 from brightkitchen.store import EventStore
 from brightkitchen.users import Principal, Role
@@ -209,8 +210,9 @@ class ReviewStore:
         time to rectify runs from the confirmation to the rectification."""
         where, args = [], []
         if sites is not None:
-            where.append(f"e.site IN ({', '.join('?' * len(sites))})")
-            args += sorted(sites)
+            clause, values = in_list("e.site", sites)
+            where.append(clause)
+            args += values
         if since is not None:
             where.append("e.started_ms >= ?")
             args.append(int(since.timestamp() * 1000))
@@ -219,7 +221,8 @@ class ReviewStore:
             args.append(int(until.timestamp() * 1000))
         sql = f"""
             SELECT e.site, e.rule, e.started_ms / {QUARTER_MS}, e.review_state, COUNT(*),
-                   COALESCE(SUM(rect.at_ms - conf.at_ms), 0), COUNT(rect.at_ms - conf.at_ms)
+                   CAST(COALESCE(SUM(rect.at_ms - conf.at_ms), 0) AS BIGINT),
+                   COUNT(rect.at_ms - conf.at_ms)
             FROM events e
             LEFT JOIN event_reviews conf ON conf.event_id = e.id AND conf.to_state = 'confirmed'
             LEFT JOIN event_reviews rect ON rect.event_id = e.id AND rect.to_state = 'rectified'

@@ -1,28 +1,22 @@
-"""Event storage on SQLite: upsert by (id, revision), filtered newest-first listing with cursors."""
+"""Event storage (SQLite or PostgreSQL): upsert by (id, revision), filtered newest-first listing with cursors."""
 
 from __future__ import annotations
 
 import base64
-import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
+from brightkitchen.db import MAX_INT64, Connection, Database, DatabaseError, in_list, is_postgresql, sqlite_path
 from brightkitchen.events import Event
 from brightkitchen.migrations import migrate
+
+__all__ = ["EventQuery", "EventStore", "StoreError", "is_postgresql", "sqlite_path"]
 
 
 class StoreError(ValueError):
     """A request the store cannot answer (for example a malformed cursor)."""
-
-
-def sqlite_path(url: str) -> Path:
-    if not url.startswith("sqlite:///"):
-        raise StoreError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
-    return Path(url.removeprefix("sqlite:///"))
 
 
 @dataclass(frozen=True)
@@ -50,13 +44,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms, event_id = raw.split(":", 1)
+        if abs(int(ms)) > MAX_INT64:
+            raise ValueError("out of range")
         return int(ms), event_id
     except (ValueError, UnicodeDecodeError) as e:
         raise StoreError("malformed cursor") from e
 
 
 # Runs inside the transaction that stores a new event revision (e.g. to queue deliveries atomically).
-StoredHook = Callable[[sqlite3.Connection, Event], None]
+StoredHook = Callable[[Connection, Event], None]
 
 
 def _event(data: str, review_state: str) -> Event:
@@ -68,33 +64,27 @@ def _event(data: str, review_state: str) -> Event:
 
 class EventStore:
     def __init__(self, url: str) -> None:
-        path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by the API's threads, serialised by a lock; WAL lets readers run.
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._lock = threading.Lock()
+        try:
+            self.db = Database(url)
+        except DatabaseError as e:
+            raise StoreError(str(e)) from None
         self.on_stored: list[StoredHook] = []
-        with self._lock:
-            self.applied_migrations = migrate(self._conn)
+        self.applied_migrations = migrate(self.db)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[Connection]:
         """The shared connection, for stores of other tables in the same database."""
-        with self._lock:
-            yield self._conn
+        with self.db.reading() as conn:
+            yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """The shared connection inside one write transaction: committed on exit, rolled back on error."""
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            yield self._conn
+        with self.db.transaction() as conn:
+            yield conn
 
     def upsert(self, event: Event) -> bool:
         """Store an event revision; False when this or a newer revision is already stored (a duplicate)."""
@@ -110,9 +100,8 @@ class EventStore:
             _ms(event.updated_at),
             event.model_dump_json(),
         )
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.execute(
+        with self.transaction() as conn:
+            cur = conn.execute(
                 """INSERT INTO events (id, revision, phase, review_state, site, camera, rule,
                                        started_ms, updated_ms, data)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -125,12 +114,12 @@ class EventStore:
             if cur.rowcount != 1:
                 return False
             for hook in self.on_stored:
-                hook(self._conn, event)
+                hook(conn, event)
             return True
 
     def get(self, event_id: str) -> Event | None:
-        with self._lock:
-            row = self._conn.execute("SELECT data, review_state FROM events WHERE id = ?", (event_id,)).fetchone()
+        with self.reading() as conn:
+            row = conn.execute("SELECT data, review_state FROM events WHERE id = ?", (event_id,)).fetchone()
         return _event(*row) if row else None
 
     def list(self, q: EventQuery) -> tuple[list[Event], str | None]:
@@ -140,8 +129,9 @@ class EventStore:
                 where.append(f"{column} = ?")
                 args.append(value)
         if q.sites is not None:
-            where.append(f"site IN ({', '.join('?' * len(q.sites))})")
-            args += sorted(q.sites)
+            clause, values = in_list("site", q.sites)
+            where.append(clause)
+            args += values
         if q.since is not None:
             where.append("started_ms >= ?")
             args.append(_ms(q.since))
@@ -157,12 +147,12 @@ class EventStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_ms DESC, id DESC LIMIT ?"
         args.append(q.limit + 1)
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+        with self.reading() as conn:
+            rows = conn.execute(sql, args).fetchall()
         items = [_event(r[2], r[3]) for r in rows[: q.limit]]
         next_cursor = encode_cursor(rows[q.limit - 1][0], rows[q.limit - 1][1]) if len(rows) > q.limit else None
         return items, next_cursor
 
     def count(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        with self.reading() as conn:
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]

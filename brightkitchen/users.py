@@ -13,7 +13,6 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import datetime
 from functools import cache
 from typing import Literal, get_args
 
+from brightkitchen.db import IntegrityError
 from brightkitchen.events import utc
 from brightkitchen.store import EventStore
 
@@ -185,7 +185,7 @@ class UserStore:
                     "INSERT INTO users (name, role, sites, password_hash, created_ms) VALUES (?, ?, ?, ?, ?)",
                     (name, role, json.dumps(site_list), hashed, now),
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise UserError(f"user {name!r} already exists") from None
         return User(name, role, site_list, utc(now / 1000))
 
@@ -269,7 +269,7 @@ class UserStore:
                     "INSERT INTO api_keys (name, key_sha256, hint, sites, created_ms) VALUES (?, ?, ?, ?, ?)",
                     (name, sha256_hex(key), hint, json.dumps(site_list), now),
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise UserError(f"an API key named {name!r} already exists") from None
         return ApiKey(name, hint, site_list, utc(now / 1000), None), key
 

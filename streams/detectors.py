@@ -20,6 +20,7 @@ import numpy as np
 from brightkitchen.config import ClassifierConfig, Config, ModelConfig
 from models.cards import ModelCard, builtin_model_path, find_card
 from streams.inference import DetectorSpec, InferencePool
+from vision.backends import Detector, detector_class
 from vision.classifier import CropClassifier
 from vision.detections import Detections
 from vision.detector import YoloDetector
@@ -38,7 +39,7 @@ class LoadedModel:
     version: str
     path: Path
     card: ModelCard | None
-    detector: YoloDetector | InferencePool
+    detector: Detector | InferencePool
     classifiers: list[CropClassifier] = field(default_factory=list)
     entry: ModelConfig | None = None
     sha256: str = ""
@@ -74,8 +75,14 @@ class LoadedModel:
             detections, names = clf.relabel(detections, names, labels)
         return detections
 
+    @property
+    def runtime(self) -> str:
+        """Engine, provider and precision, e.g. "openvino OpenVINO CPU bf16"."""
+        plan = getattr(self.detector, "plan", None)
+        return plan.describe() if plan is not None else f"onnxruntime {self.detector.providers[0]} fp32"
+
     def describe(self) -> str:
-        return f"{self.detector.plan.describe()}, {self.processes} process(es), providers {self.detector.providers}"
+        return f"{self.runtime}, {self.processes} process(es), providers {self.detector.providers}"
 
     def close(self) -> None:
         if isinstance(self.detector, InferencePool):
@@ -194,6 +201,24 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         if problems:
             raise ModelLoadError(f"model {model.name}: card does not match {path.name}: {'; '.join(problems)}")
     thresholds = card.thresholds if card else None
+    score = model.score_threshold or (thresholds.score if thresholds else 0.25)
+    iou = model.iou_threshold or (thresholds.iou if thresholds else 0.45)
+    version = model.version or (card.version if card else "unversioned")
+    decoder = detector_class(card.output_format if card else None)
+    if decoder is not YoloDetector:
+        # Other decoders (RetinaFace) run on onnxruntime in this process, at fp32.
+        if model.precision not in ("auto", "fp32") or model.processes > 1:
+            log.warning("model %s: %s runs in the worker's process at fp32; precision and processes are ignored",
+                        model.name, decoder.__name__)
+        face = decoder(path, class_names=list(card.classes) if card else None, score_threshold=score,
+                       iou_threshold=iou, provider=model.provider, threads=model.threads, max_batch=model.max_batch)
+        classifiers = [load_classifier(config, c) for c in config.classifiers if c.detector == model.name]
+        for clf in classifiers:
+            if clf.on_class not in face.names:
+                raise ValueError(f"classifier on {clf.on_class!r}: model {model.name!r} has no such class")
+        loaded = LoadedModel(model.name, version, path, card, face, classifiers, model, digest)
+        log.info("model %s %s loaded from %s: %s", model.name, version, path, loaded.describe())
+        return loaded
     plan = plan_runtime(model.provider, model.precision)
     processes = resolve_processes(model, plan, cameras_using(config, model.name))
     calibration = calibration_for(config, model) if plan.precision == "int8" else None
@@ -201,8 +226,8 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         path=str(path),
         plan=plan,
         class_names=tuple(card.classes) if card else None,
-        score_threshold=model.score_threshold or (thresholds.score if thresholds else 0.25),
-        iou_threshold=model.iou_threshold or (thresholds.iou if thresholds else 0.45),
+        score_threshold=score,
+        iou_threshold=iou,
         threads=model.threads or (1 if processes > 1 else 0),
         max_batch=model.max_batch,
         cache_dir=str(config.resolve_path(config.inference.cache_dir)),
@@ -218,7 +243,6 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         detector = InferencePool(spec, processes, timeout_s=config.inference.timeout_s, label=model.name)
     else:
         detector = spec.build(calibration)
-    version = model.version or (card.version if card else "unversioned")
     try:
         classifiers = [load_classifier(config, c) for c in config.classifiers if c.detector == model.name]
         for clf in classifiers:

@@ -276,7 +276,7 @@ class ModelWatcher:
             version=model.version,
             path=str(model.path),
             sha256=model.sha256,
-            runtime=model.detector.plan.describe(),
+            runtime=model.runtime,
             processes=model.processes,
             loaded_at=model.loaded_at,
         )

@@ -126,6 +126,9 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader_factory = reader_factory
+        self._camera_lock = threading.Lock()  # cameras start and stop between ticks
+        self._held: dict[str, CameraPipeline] = {}  # configured cameras not running (see hold_cameras)
         frame_size = max(m.detector.input_size for m in self.models.values())
         self.pipelines: list[CameraPipeline] = []
         for site, camera in config.cameras():
@@ -188,7 +191,9 @@ class Worker:
         gauges_at = 0.0
         while not self._stop.is_set():
             try:
-                if self.run_once() == 0:
+                with self._camera_lock:
+                    analysed = self.run_once()
+                if analysed == 0:
                     time.sleep(IDLE_SLEEP_S)
                 if time.monotonic() - gauges_at > GAUGE_INTERVAL_S:
                     gauges_at = time.monotonic()
@@ -349,6 +354,65 @@ class Worker:
         if not ok:
             raise RuntimeError("JPEG encoding failed")
         return self.snapshots.save(event.id, np.asarray(jpeg).tobytes(), frame.captured_at)
+
+    # -- cameras started and stopped at run time (assignment across worker processes) -------------
+
+    def hold_cameras(self) -> None:
+        """Call before start: run no camera until start_camera names it (another worker may have it)."""
+        with self._camera_lock:
+            self._held.update((p.camera.id, p) for p in self.pipelines)
+            self.pipelines = []
+
+    def running_cameras(self) -> set[str]:
+        return {p.camera.id for p in self.pipelines}
+
+    def start_camera(self, camera_id: str) -> bool:
+        """Start analysing a held camera, with new tracks and rule state; False when not held."""
+        with self._camera_lock:
+            held = self._held.pop(camera_id, None)
+            if held is None:
+                return False
+            pipeline = CameraPipeline(
+                site=held.site,
+                camera=held.camera,
+                reader=self._new_reader(held.camera),  # a reader thread runs only once
+                trackers={m: IouTracker() for m in held.trackers},
+                engines={m: RuleEngine(e.rules) for m, e in held.engines.items()},
+                rule_titles=held.rule_titles,
+            )
+            pipeline.reader.start()
+            self.pipelines = [*self.pipelines, pipeline]
+        log.info("camera %s: analysing", camera_id)
+        return True
+
+    def stop_camera(self, camera_id: str) -> bool:
+        """Stop analysing a camera and hold it; its open events are closed first. False when not running."""
+        with self._camera_lock:
+            pipeline = next((p for p in self.pipelines if p.camera.id == camera_id), None)
+            if pipeline is None:
+                return False
+            self.pipelines = [p for p in self.pipelines if p is not pipeline]
+            now = time.time()
+            for model, engine in pipeline.engines.items():
+                for rule_event in engine.flush(now):
+                    self._emit(pipeline, model, None, rule_event, now)
+            self._held[camera_id] = pipeline
+        pipeline.reader.stop()
+        log.info("camera %s: stopped", camera_id)
+        return True
+
+    def _new_reader(self, camera: CameraConfig) -> CameraReader:
+        # The same reader as __init__ builds for the camera.
+        return self._reader_factory(
+            camera.id,
+            camera.url,
+            analysis_fps=camera.analysis_fps,
+            frame_size=max(m.detector.input_size for m in self.models.values()),
+            open_timeout_s=self.config.worker.open_timeout_s,
+            read_timeout_s=self.config.worker.read_timeout_s,
+            backoff_max_s=self.config.worker.backoff_max_s,
+            loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
+        )
 
     # -- status ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from api.app import AppContext, create_app
 from brightkitchen.bus import InProcessBus
 from brightkitchen.snapshots import SnapshotStore
 from brightkitchen.store import EventStore
+from tests.databases import database_url  # noqa: F401 - a fixture
 from tests.serving import serve_in_thread
 
 
@@ -31,10 +32,10 @@ class RunningApi:
 
 
 @pytest.fixture
-def running_api(tmp_path) -> Iterator[RunningApi]:
-    """The real API served by uvicorn on a free loopback port, over a real SQLite file."""
+def running_api(tmp_path, database_url) -> Iterator[RunningApi]:  # noqa: F811 - the fixture
+    """The real API served by uvicorn on a free loopback port, over a real database (SQLite, PostgreSQL)."""
     bus = InProcessBus()
-    store = EventStore(f"sqlite:///{tmp_path}/events.db")
+    store = EventStore(database_url)
     snapshots = SnapshotStore(tmp_path / "snapshots")
     cameras: list[dict] = []
     ctx = AppContext(store=store, snapshots=snapshots, bus=bus, camera_status=lambda: cameras)

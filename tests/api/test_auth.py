@@ -65,10 +65,11 @@ def serve_authed_api(
     *,
     site_timezones: dict[str, str] | None = None,
     log_level: str = "warning",
+    database: str | None = None,
 ) -> Iterator[AuthedApi]:
     """The real API with auth enabled (token TTL one hour), its clock under the test's control."""
     clock = clock or Clock()
-    store = EventStore(f"sqlite:///{tmp_path}/bk.db")
+    store = EventStore(database or f"sqlite:///{tmp_path}/bk.db")
     snapshots = SnapshotStore(tmp_path / "snapshots")
     bus = InProcessBus()
     api = AuthedApi("", store, UserStore(store, clock), snapshots, bus, clock)
@@ -92,8 +93,8 @@ def serve_authed_api(
 
 
 @pytest.fixture
-def api(tmp_path) -> Iterator[AuthedApi]:
-    with serve_authed_api(tmp_path) as running:
+def api(tmp_path, database_url) -> Iterator[AuthedApi]:
+    with serve_authed_api(tmp_path, database=database_url) as running:
         running.users.add_user("mgr", "site_manager", ["s1"], "manager-pass")
         running.users.add_user("reg", "regulator", ["s1", "s2"], "regulator-pass")
         yield running

@@ -134,8 +134,8 @@ def test_websocket_closes_on_a_bad_position(running_api):
     assert closed.value.rcvd.code == 1008 and "beyond the newest change" in closed.value.rcvd.reason
 
 
-def test_streams_show_a_scoped_key_only_its_sites(tmp_path):
-    store = EventStore(f"sqlite:///{tmp_path}/events.db")
+def test_streams_show_a_scoped_key_only_its_sites(tmp_path, database_url):
+    store = EventStore(database_url)
     _, key = UserStore(store).add_key("platform-s1", ["s1"])
     bus = InProcessBus()
     ctx = AppContext(store=store, snapshots=SnapshotStore(tmp_path / "snapshots"), bus=bus,

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,28 +56,29 @@ class Api:
 
 
 @contextmanager
-def serve_api(db: Path, stream: RedisStreamConfig) -> Iterator[Api]:
+def serve_api(database: str, stream: RedisStreamConfig) -> Iterator[Api]:
     bus = InProcessBus()
-    store = EventStore(f"sqlite:///{db}")
-    ctx = AppContext(store=store, snapshots=SnapshotStore(db.parent / "snapshots"), bus=bus,
-                     camera_status=lambda: [], outputs=OutputsConfig(redis_stream=stream))
-    app = create_app(ctx)
-    try:
-        with serve_in_thread(app):
-            yield Api(app, bus, store)
-    finally:
-        store.close()
+    store = EventStore(database)
+    with tempfile.TemporaryDirectory() as snapshots:
+        ctx = AppContext(store=store, snapshots=SnapshotStore(Path(snapshots)), bus=bus,
+                         camera_status=lambda: [], outputs=OutputsConfig(redis_stream=stream))
+        app = create_app(ctx)
+        try:
+            with serve_in_thread(app):
+                yield Api(app, bus, store)
+        finally:
+            store.close()
 
 
 def entries(client: redis.Redis, stream: str) -> list[dict]:
     return [fields for _, fields in client.xrange(stream)]
 
 
-def test_every_change_is_added_to_the_stream_in_order(tmp_path, shared_redis, wait_until):
+def test_every_change_is_added_to_the_stream_in_order(database_url, shared_redis, wait_until):
     stream = f"brightkitchen-test:{uuid.uuid4().hex}"
     events = [make_event(i, camera=f"c{i % 2}") for i in range(4)]
     try:
-        with serve_api(tmp_path / "events.db", RedisStreamConfig(url=SHARED_REDIS, stream=stream)) as api:
+        with serve_api(database_url, RedisStreamConfig(url=SHARED_REDIS, stream=stream)) as api:
             for e in events:
                 api.bus.publish(e)
             api.bus.publish(events[0].model_copy(update={"phase": "closed", "revision": 2}))
@@ -113,10 +115,10 @@ def private_redis() -> Iterator[tuple[str, Callable[[], None]]]:
         proc.wait(timeout=10)
 
 
-def test_a_redis_outage_and_an_api_restart_lose_nothing(tmp_path, private_redis, wait_until):
+def test_a_redis_outage_and_an_api_restart_lose_nothing(database_url, private_redis, wait_until):
     url, start_redis = private_redis
     settings = RedisStreamConfig(url=url, stream="events")
-    db = tmp_path / "events.db"
+    db = database_url
     events = [make_event(i) for i in range(6)]
     with serve_api(db, settings) as api:
         for e in events[:3]:

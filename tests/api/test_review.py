@@ -37,8 +37,9 @@ class Session:
 
 
 @pytest.fixture
-def workflow(tmp_path) -> Iterator[Session]:
-    with serve_authed_api(tmp_path, site_timezones={"s1": "Asia/Shanghai", "s2": "UTC"}) as api:
+def workflow(tmp_path, database_url) -> Iterator[Session]:
+    timezones = {"s1": "Asia/Shanghai", "s2": "UTC"}
+    with serve_authed_api(tmp_path, site_timezones=timezones, database=database_url) as api:
         session = Session(api)
         yield session
         session.close()

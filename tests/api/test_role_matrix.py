@@ -21,6 +21,7 @@ from brightkitchen.users import LOCAL_ADMIN
 from tests.api.test_auth import TTL_S, AuthedApi, serve_authed_api
 from tests.api.test_review import JPEG
 from tests.brightkitchen.test_store import make_event
+from tests.databases import url_for
 
 # The status each caller gets; the event endpoints are called on a site A event, {sub_id} is a
 # subscription made by the "platform" key. Columns in the order of PRINCIPALS.
@@ -103,27 +104,33 @@ class World:
         return event
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[World]:
-    with serve_authed_api(tmp_path_factory.mktemp("matrix")) as api:
-        api.cameras += [
-            {"id": "cam-a", "name": "A", "site": "s1", "url": "rtsp://a", "connected": True},
-            {"id": "cam-b", "name": "B", "site": "s2", "url": "rtsp://b", "connected": True},
-        ]
-        for name, (role, sites) in USERS.items():
-            api.users.add_user(name, role, sites, PASSWORD)
-        api.users.add_user("login-user", "regulator", ["s1"], PASSWORD)
-        credentials: dict[str, str | None] = {"anonymous": None, "expired": api.login("expired", PASSWORD)}
-        api.clock.t += TTL_S / 2
-        for name in USERS:
-            if name != "expired":
-                credentials[name] = api.login(name, PASSWORD)
-        api.clock.t += TTL_S / 2  # the first login has expired, the others have half their life left
-        credentials["platform"] = api.users.add_key("platform", [])[1]
-        credentials["platform_b"] = api.users.add_key("platform-b", ["s2"])[1]
-        credentials["revoked"] = api.users.add_key("revoked", [])[1]
-        api.users.revoke_key("revoked")
-        yield World(api, ReviewStore(api.store, api.clock), credentials, _app_routes(api.app))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("matrix")
+    for database in url_for(request.param, folder):
+        with serve_authed_api(folder, database=database) as api:
+            yield from _world(api)
+
+
+def _world(api: AuthedApi) -> Iterator[World]:
+    api.cameras += [
+        {"id": "cam-a", "name": "A", "site": "s1", "url": "rtsp://a", "connected": True},
+        {"id": "cam-b", "name": "B", "site": "s2", "url": "rtsp://b", "connected": True},
+    ]
+    for name, (role, sites) in USERS.items():
+        api.users.add_user(name, role, sites, PASSWORD)
+    api.users.add_user("login-user", "regulator", ["s1"], PASSWORD)
+    credentials: dict[str, str | None] = {"anonymous": None, "expired": api.login("expired", PASSWORD)}
+    api.clock.t += TTL_S / 2
+    for name in USERS:
+        if name != "expired":
+            credentials[name] = api.login(name, PASSWORD)
+    api.clock.t += TTL_S / 2  # the first login has expired, the others have half their life left
+    credentials["platform"] = api.users.add_key("platform", [])[1]
+    credentials["platform_b"] = api.users.add_key("platform-b", ["s2"])[1]
+    credentials["revoked"] = api.users.add_key("revoked", [])[1]
+    api.users.revoke_key("revoked")
+    yield World(api, ReviewStore(api.store, api.clock), credentials, _app_routes(api.app))
 
 
 HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}

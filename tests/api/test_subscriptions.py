@@ -3,8 +3,6 @@ the OpenAPI description of the payload, and the outbox's filters and transaction
 
 from __future__ import annotations
 
-import sqlite3
-
 import httpx
 import pytest
 
@@ -98,8 +96,8 @@ def test_the_openapi_document_describes_the_webhook_payload(running_api):
     assert {"/api/v1/subscriptions", "/api/v1/subscriptions/{sub_id}/replay"} <= set(spec["paths"])
 
 
-def test_scoped_subscribers_stay_in_their_sites(tmp_path):
-    store = EventStore(f"sqlite:///{tmp_path}/events.db")
+def test_scoped_subscribers_stay_in_their_sites(tmp_path, database_url):
+    store = EventStore(database_url)
     users = UserStore(store)
     _, key_s1 = users.add_key("platform-s1", ["s1"])
     _, key_other = users.add_key("platform-all", [])
@@ -127,8 +125,8 @@ def test_scoped_subscribers_stay_in_their_sites(tmp_path):
 
 
 @pytest.fixture
-def feed_store(tmp_path):
-    store = EventStore(f"sqlite:///{tmp_path}/events.db")
+def feed_store(database_url):
+    store = EventStore(database_url)
     store.on_stored += [record_change, queue_deliveries]
     yield store
     store.close()
@@ -157,19 +155,20 @@ def test_an_event_is_never_stored_without_its_change_and_deliveries(feed_store):
     outbox = Outbox(feed_store)
     sub = outbox.create("t:a", "https://a.example/", "k" * 16, Filters())
 
-    def crash(conn: sqlite3.Connection, event) -> None:
+    def crash(conn, event) -> None:
         raise RuntimeError("the process dies mid-transaction")
 
     feed_store.on_stored.append(crash)
     with pytest.raises(RuntimeError):
         feed_store.upsert(make_event(0))
     feed_store.on_stored.remove(crash)
-    assert feed_store.count() == 0 and ChangeLog(feed_store).last_seq() == 0
+    assert feed_store.count() == 0 and ChangeLog(feed_store).after(0) == []
     assert outbox.get(sub.id).backlog == 0
     event = make_event(0)
     assert feed_store.upsert(event) and not feed_store.upsert(event)  # a duplicate queues nothing
     changes = ChangeLog(feed_store).after(0)
-    assert [(c.seq, c.event_id) for c in changes] == [(1, event.id)] and outbox.get(sub.id).backlog == 1
+    # (on PostgreSQL the rolled-back change may have used up a seq: seqs increase, with gaps)
+    assert [c.event_id for c in changes] == [event.id] and outbox.get(sub.id).backlog == 1
 
 
 def test_retention_forgets_only_what_nothing_needs(feed_store):

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,17 +132,18 @@ class FeedApi:
 
 
 @contextmanager
-def serve_api(db: Path, webhooks: WebhookDeliveryConfig = FAST) -> Iterator[FeedApi]:
-    """The real API on uvicorn over a SQLite file; a second call over the same file is a restart."""
+def serve_api(database: str, webhooks: WebhookDeliveryConfig = FAST) -> Iterator[FeedApi]:
+    """The real API on uvicorn over a database; a second call over the same database is a restart."""
     bus = InProcessBus()
-    store = EventStore(f"sqlite:///{db}")
-    ctx = AppContext(store=store, snapshots=SnapshotStore(db.parent / "snapshots"), bus=bus,
-                     camera_status=lambda: [], outputs=OutputsConfig(webhooks=webhooks))
-    try:
-        with serve_in_thread(create_app(ctx)) as url:
-            yield FeedApi(url, bus, store)
-    finally:
-        store.close()
+    store = EventStore(database)
+    with tempfile.TemporaryDirectory() as snapshots:
+        ctx = AppContext(store=store, snapshots=SnapshotStore(Path(snapshots)), bus=bus,
+                         camera_status=lambda: [], outputs=OutputsConfig(webhooks=webhooks))
+        try:
+            with serve_in_thread(create_app(ctx)) as url:
+                yield FeedApi(url, bus, store)
+        finally:
+            store.close()
 
 
 def revisions(n_events: int, cameras: tuple[str, ...] = ("c0", "c1")) -> list[Event]:
@@ -169,9 +171,9 @@ def assert_exactly_once_in_order(accepted: list[Arrival], published: list[Event]
         ]
 
 
-def test_a_receiver_down_then_up_gets_everything_once_in_order_per_camera(tmp_path, receiver, wait_until):
+def test_a_receiver_down_then_up_gets_everything_once_in_order_per_camera(database_url, receiver, wait_until):
     events = revisions(6)
-    with serve_api(tmp_path / "events.db") as api:
+    with serve_api(database_url) as api:
         sub = api.subscribe(receiver.url)
         for e in events:
             api.bus.publish(e)
@@ -195,7 +197,7 @@ def test_a_receiver_down_then_up_gets_everything_once_in_order_per_camera(tmp_pa
     assert "brightkitchen_webhook_backlog" in metrics
 
 
-def test_a_failing_camera_waits_while_other_cameras_go_on(tmp_path, receiver, wait_until):
+def test_a_failing_camera_waits_while_other_cameras_go_on(database_url, receiver, wait_until):
     events = revisions(6)
     released = threading.Event()
 
@@ -204,7 +206,7 @@ def test_a_failing_camera_waits_while_other_cameras_go_on(tmp_path, receiver, wa
 
     receiver.answer = answer
     receiver.start()
-    with serve_api(tmp_path / "events.db") as api:
+    with serve_api(database_url) as api:
         sub = api.subscribe(receiver.url)
         for e in events:
             api.bus.publish(e)
@@ -217,9 +219,9 @@ def test_a_failing_camera_waits_while_other_cameras_go_on(tmp_path, receiver, wa
     assert_exactly_once_in_order(receiver.accepted, events)
 
 
-def test_an_api_restart_with_a_backlog_delivers_it(tmp_path, receiver, wait_until):
+def test_an_api_restart_with_a_backlog_delivers_it(database_url, receiver, wait_until):
     events = revisions(4)
-    db = tmp_path / "events.db"
+    db = database_url
     with serve_api(db) as api:
         sub = api.subscribe(receiver.url)
         for e in events:
@@ -235,23 +237,23 @@ def test_an_api_restart_with_a_backlog_delivers_it(tmp_path, receiver, wait_unti
     assert_exactly_once_in_order(receiver.accepted, events + more)
 
 
-def test_client_errors_are_retried_by_default(tmp_path, receiver, wait_until):
+def test_client_errors_are_retried_by_default(database_url, receiver, wait_until):
     answers = iter([400, 422])
     receiver.answer = lambda payload: next(answers, 204)
     receiver.start()
-    with serve_api(tmp_path / "events.db") as api:
+    with serve_api(database_url) as api:
         sub = api.subscribe(receiver.url)
         api.bus.publish(make_event(0))
         wait_until(lambda: receiver.accepted, what="delivery after two 4xx answers")
         assert receiver.rejected == 2 and api.state(sub)["dead"] == 0
 
 
-def test_dead_deliveries_do_not_block_the_camera_and_can_be_replayed(tmp_path, receiver, wait_until):
+def test_dead_deliveries_do_not_block_the_camera_and_can_be_replayed(database_url, receiver, wait_until):
     poisoned, later = make_event(0), make_event(1)  # one camera
     fixed = threading.Event()
     receiver.answer = lambda p: 400 if p["event"]["id"] == poisoned.id and not fixed.is_set() else 204
     receiver.start()
-    with serve_api(tmp_path / "events.db", FAST.model_copy(update={"client_errors": "dead"})) as api:
+    with serve_api(database_url, FAST.model_copy(update={"client_errors": "dead"})) as api:
         sub = api.subscribe(receiver.url)
         api.bus.publish(poisoned)
         api.bus.publish(later)
@@ -267,10 +269,10 @@ def test_dead_deliveries_do_not_block_the_camera_and_can_be_replayed(tmp_path, r
         assert receiver.accepted[1].key == (poisoned.id, 1) and api.state(sub)["dead"] == 0
 
 
-def test_deliveries_older_than_the_max_age_die_and_replay_after_a_seq_resends(tmp_path, receiver, wait_until):
+def test_deliveries_older_than_the_max_age_die_and_replay_after_a_seq_resends(database_url, receiver, wait_until):
     short = FAST.model_copy(update={"max_age_s": 0.2})
     events = revisions(2)
-    with serve_api(tmp_path / "events.db", short) as api:
+    with serve_api(database_url, short) as api:
         sub = api.subscribe(receiver.url)
         for e in events:
             api.bus.publish(e)
@@ -289,10 +291,10 @@ def test_deliveries_older_than_the_max_age_die_and_replay_after_a_seq_resends(tm
     assert not first_ids & {a.payload["delivery_id"] for a in again}  # a replay is a new delivery
 
 
-def test_a_new_subscription_can_replay_history_since_a_time(tmp_path, receiver, wait_until):
+def test_a_new_subscription_can_replay_history_since_a_time(database_url, receiver, wait_until):
     receiver.start()
     events = revisions(2)
-    with serve_api(tmp_path / "events.db") as api:
+    with serve_api(database_url) as api:
         for e in events:
             api.bus.publish(e)
         closed = [(e.id, 2) for e in events]
@@ -343,10 +345,10 @@ def example_receiver() -> Iterator[tuple[str, subprocess.Popen]]:
 
 
 def test_the_example_receiver_accepts_signed_deliveries_and_rejects_tampered_ones(
-    tmp_path, example_receiver, wait_until
+    database_url, example_receiver, wait_until
 ):
     url, proc = example_receiver
-    with serve_api(tmp_path / "events.db") as api:
+    with serve_api(database_url) as api:
         sub = api.subscribe(url)
         event = make_event(0)
         api.bus.publish(event)

@@ -1,4 +1,4 @@
-import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,8 +32,8 @@ def make_event(i: int, **kw) -> Event:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = EventStore(f"sqlite:///{tmp_path}/db/events.db")
+def store(database_url):
+    s = EventStore(database_url)
     yield s
     s.close()
 
@@ -44,15 +44,40 @@ def test_event_ids_are_unique_and_time_ordered():
     assert all(len(i) == 32 and i[12] == "7" for i in ids)
 
 
-def test_migrations_apply_once(tmp_path):
-    url = f"sqlite:///{tmp_path}/m.db"
-    first = EventStore(url)
+def test_migrations_apply_once(database_url):
+    first = EventStore(database_url)
     assert first.applied_migrations == [f"{v:04d}_{n}" for v, n, _ in available()]
     first.close()
-    second = EventStore(url)
+    second = EventStore(database_url)
     assert second.applied_migrations == []
+    with second.reading() as conn:
+        assert current_version(conn) == available()[-1][0]
     second.close()
-    assert current_version(sqlite3.connect(tmp_path / "m.db")) == available()[-1][0]
+
+
+def test_replicas_starting_at_once_apply_each_migration_once(database_url):
+    stores: list[EventStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(EventStore(database_url))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    applied = [m for s in stores for m in s.applied_migrations]
+    assert sorted(applied) == [f"{v:04d}_{n}" for v, n, _ in available()]  # each once, by one of them
+    with stores[0].reading() as conn:
+        rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == [v for v, _, _ in available()]
+    for s in stores:
+        s.close()
 
 
 def test_upsert_keeps_newest_revision_and_deduplicates(store):
@@ -87,8 +112,8 @@ def test_list_filters_and_cursor_pagination(store):
 
 
 def test_unsupported_database_url():
-    with pytest.raises(StoreError, match="expected sqlite"):
-        EventStore("postgres://localhost/x")
+    with pytest.raises(StoreError, match="expected sqlite:///PATH or postgresql://"):
+        EventStore("mysql://localhost/x")
 
 
 def test_stored_hooks_share_the_transaction(store):
@@ -111,8 +136,62 @@ def test_stored_hooks_share_the_transaction(store):
 def test_review_state_is_not_overwritten_by_worker_revisions(store):
     e = make_event(0)
     store.upsert(e)
-    store._conn.execute("UPDATE events SET review_state = 'confirmed' WHERE id = ?", (e.id,))
+    with store.transaction() as conn:
+        conn.execute("UPDATE events SET review_state = 'confirmed' WHERE id = ?", (e.id,))
     store.upsert(e.model_copy(update={"phase": "closed", "revision": 2}))
     got = store.get(e.id)
     assert got.phase == "closed" and got.review_state == "confirmed"
     assert store.list(EventQuery())[0][0].review_state == "confirmed"
+
+
+def test_change_seqs_become_visible_in_commit_order(database_url):
+    """A change stored while an earlier one is still uncommitted must not be visible before it: readers
+    take "everything after seq N", and would skip the earlier one for good."""
+    from brightkitchen.changes import ChangeLog, record_change
+
+    first, second, reader = (EventStore(database_url) for _ in range(3))
+    for s in (first, second):
+        s.on_stored.append(record_change)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn, event) -> None:
+        held.set()
+        assert release.wait(30)
+
+    first.on_stored.append(hold)
+    a, b = make_event(0), make_event(1)
+    writers = [threading.Thread(target=first.upsert, args=(a,))]
+    writers[0].start()
+    assert held.wait(30)
+    writers.append(threading.Thread(target=second.upsert, args=(b,)))
+    writers[1].start()
+    writers[1].join(timeout=1.0)
+    log = ChangeLog(reader)
+    assert log.after(0) == []  # b must not be visible (nor committed) while a is open
+    release.set()
+    for w in writers:
+        w.join(timeout=30)
+    changes = log.after(0)
+    assert [c.event_id for c in changes] == [a.id, b.id]
+    assert changes[0].seq < changes[1].seq and log.last_seq() == changes[1].seq
+    for s in (first, second, reader):
+        s.close()
+
+
+def test_a_postgresql_connection_that_broke_is_opened_again():
+    import psycopg
+
+    from tests.databases import POSTGRES, postgres_schema
+
+    with postgres_schema() as url:
+        store = EventStore(url)
+        store.upsert(make_event(0))
+        with store.reading() as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # a server restart, as the store sees it
+        with pytest.raises(psycopg.OperationalError):
+            store.count()
+        assert store.count() == 1  # the next use opens a new connection
+        assert store.upsert(make_event(1))
+        store.close()

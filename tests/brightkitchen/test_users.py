@@ -1,5 +1,4 @@
 import io
-import sqlite3
 
 import pytest
 
@@ -26,8 +25,8 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path):
-    store = EventStore(f"sqlite:///{tmp_path}/bk.db")
+def db(database_url):
+    store = EventStore(database_url)
     yield store
     store.close()
 
@@ -42,13 +41,16 @@ def users(db, clock):
     return UserStore(db, clock)
 
 
-def all_stored_text(path) -> str:
+def all_stored_text(store: EventStore) -> str:
     """Every value of every table, to check that no secret is stored in the clear."""
-    conn = sqlite3.connect(path)
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    text = "\n".join(repr(row) for t in tables for row in conn.execute(f"SELECT * FROM {t}"))
-    conn.close()
-    return text
+    with store.reading() as conn:
+        if conn.dialect.name == "sqlite":
+            listing = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            listing = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        tables = [r[0] for r in conn.execute(listing).fetchall()]
+        assert "users" in tables and "sessions" in tables and "api_keys" in tables
+        return "\n".join(repr(row) for t in tables for row in conn.execute(f"SELECT * FROM {t}").fetchall())
 
 
 def test_password_hash_is_salted_scrypt_and_verifies():
@@ -106,7 +108,7 @@ def test_users_are_added_listed_and_removed(users):
         users.remove_user("reg")
 
 
-def test_sessions_expire_and_end(users, clock, tmp_path):
+def test_sessions_expire_and_end(users, clock, db):
     users.add_user("mgr", "site_manager", ["a"], "password-1")
     assert users.login("mgr", "wrong-password", 60) is None
     assert users.login("nobody", "password-1", 60) is None
@@ -114,9 +116,7 @@ def test_sessions_expire_and_end(users, clock, tmp_path):
     assert session.principal == Principal("mgr", "site_manager", frozenset({"a"}), "user")
     assert session.expires_at.timestamp() == clock.t + 60
     assert users.session(session.token) == session.principal
-    assert session.token not in all_stored_text(tmp_path / "bk.db") and "password-1" not in all_stored_text(
-        tmp_path / "bk.db"
-    )
+    assert session.token not in all_stored_text(db) and "password-1" not in all_stored_text(db)
     clock.t += 59.9
     assert users.session(session.token) is not None
     clock.t += 0.1
@@ -135,10 +135,10 @@ def test_sessions_expire_and_end(users, clock, tmp_path):
     assert users.session(fourth.token) is None
 
 
-def test_api_keys_are_shown_once_stored_hashed_and_revocable(users, tmp_path):
+def test_api_keys_are_shown_once_stored_hashed_and_revocable(users, db):
     key, secret = users.add_key("city-platform", ["b"])
     assert secret.startswith("bk_") and len(secret) > 40 and secret.startswith(key.hint)
-    assert secret not in all_stored_text(tmp_path / "bk.db")
+    assert secret not in all_stored_text(db)
     assert users.key(secret) == Principal("city-platform", "platform", frozenset({"b"}), "api_key")
     _, everything = users.add_key("province", [])
     assert users.key(everything).sites is None
