@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.auth import (
     Authenticator,
@@ -70,6 +70,7 @@ class AppContext:
     live_settings: LiveConfig = field(default_factory=LiveConfig)
     # site id, UTC timestamp -> whether parents may watch then (the service builds it from the config).
     viewing_hours: Callable[[str, float], bool] = lambda site, ts: False
+    model_status: Callable[[], list[dict[str, Any]]] | None = None  # the worker's models (hot swap state)
 
 
 class EventPage(BaseModel):
@@ -90,6 +91,21 @@ class CameraStatusOut(BaseModel):
     last_frame_at: datetime | None = None
     reconnects: int = 0
     last_error: str | None = None
+
+
+class ModelStatusOut(BaseModel):
+    name: str
+    version: str
+    path: str
+    sha256: str
+    runtime: str = Field(description="engine, provider and precision, e.g. 'openvino OpenVINO CPU bf16'")
+    processes: int
+    loaded_at: datetime
+    swaps: int = Field(description="times a new file or config entry was swapped in while running")
+    last_checked_at: datetime | None = None
+    last_error: str | None = Field(None, description="why the newest candidate was refused (the old one runs)")
+    last_error_at: datetime | None = None
+    config_error: str | None = Field(None, description="the changed config file could not be used")
 
 
 class Problem(BaseModel):
@@ -208,6 +224,12 @@ def create_app(ctx: AppContext) -> FastAPI:
         if ctx.config_schema is None:
             raise HTTPException(404, "no config schema")
         return Response(ctx.config_schema(), media_type="application/schema+json")
+
+    @app.get("/api/v1/models", response_model=list[ModelStatusOut], tags=["models"],
+             dependencies=[Depends(require(EVENT_READERS))])
+    def models() -> list[ModelStatusOut]:
+        """The worker's models: what runs (version, file hash, runtime), swaps, and refused replacements."""
+        return [ModelStatusOut.model_validate(m) for m in (ctx.model_status() if ctx.model_status else [])]
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

@@ -447,6 +447,27 @@ def _add_model_tools(models_sub: argparse._SubParsersAction) -> None:
     fb.set_defaults(func=cmd_models_export_feedback)
 
 
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from streams.detectors import prepare_model
+
+    def body() -> int:
+        config = load_config(args.config)
+        for model in config.models:
+            plan, made = prepare_model(config, model)
+            print(f"{model.name}: {plan.describe()}: " + (f"converted file {made}" if made else "runs its own file"))
+        return 0
+
+    return _model_tool(body)
+
+
+def _add_model_prepare(models_sub: argparse._SubParsersAction) -> None:
+    prepare = models_sub.add_parser(
+        "prepare", help="make the int8 / fp16 files the config's models run (else made at their first start)"
+    )
+    prepare.add_argument("-c", "--config", required=True)
+    prepare.set_defaults(func=cmd_models_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brightkitchen", description="AI bright-kitchen monitoring (明厨亮灶)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -496,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_models_train_starter)
     _add_model_tools(models_sub)
     _add_train_tool(models_sub)
+    _add_model_prepare(models_sub)
 
     _add_users_and_keys(sub)
     return parser

@@ -96,6 +96,19 @@ class ModelConfig(Strict):
     score_threshold: float | None = Field(None, ge=0, le=1)
     iou_threshold: float | None = Field(None, gt=0, le=1)
     max_batch: int = Field(8, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description="auto: bf16 on OpenVINO when the CPU computes bf16 natively, fp16 on TensorRT, else fp32; "
+        "int8 is never chosen by auto (check its accuracy on your images first)",
+    )
+    processes: int = Field(
+        0, ge=0, description="inference processes for this model, each with its own session; 0 = auto "
+        "(one per CPU core, at most 8, on CPU providers; 1 on GPU providers)"
+    )
+    calibration_images: str | None = Field(
+        None, description="folder of images to calibrate int8 quantisation on, relative to the config file; "
+        "without it the built-in models calibrate on rendered kitchen frames and other models cannot use int8"
+    )
 
 
 class ClassifierConfig(Strict):
@@ -227,6 +240,21 @@ class WorkerConfig(Strict):
     backoff_max_s: float = Field(30.0, gt=0)
 
 
+class InferenceConfig(Strict):
+    cache_dir: str = Field(
+        "var/model-cache", description="where int8 / fp16 conversions of model files are kept, keyed by the "
+        "source file's hash (relative to the config file)"
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="an inference process that has not answered a batch within this is restarted "
+        "and the batch's frames are counted as dropped"
+    )
+    watch_interval_s: float = Field(
+        2.0, ge=0, description="how often model files, cards and the config's model entries are checked for "
+        "changes (hot swap); 0 = only on an explicit reload (SIGHUP)"
+    )
+
+
 class WebhookDeliveryConfig(Strict):
     timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of one delivery attempt")
     initial_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles after each")
@@ -294,9 +322,12 @@ class Config(Strict):
     worker: WorkerConfig = WorkerConfig()
     outputs: OutputsConfig = OutputsConfig()
     live: LiveConfig = LiveConfig()
+    inference: InferenceConfig = InferenceConfig()
     assignment: AssignmentConfig = AssignmentConfig()
     # Folder of the config file: relative paths in it are relative to this.
     _base_dir: Path = PrivateAttr(Path("."))
+    # The file it was loaded from (None when built in code): model hot swap re-reads it.
+    _source_path: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -331,6 +362,10 @@ class Config(Strict):
 
     def cameras(self) -> list[tuple[SiteConfig, CameraConfig]]:
         return [(s, c) for s in self.sites for c in s.cameras if c.enabled]
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value)
@@ -423,7 +458,9 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), [("", f"{where}not valid YAML ({getattr(e, 'problem', e)})")]) from None
-    return parse_config(data, str(path), path.resolve().parent, environ)
+    config = parse_config(data, str(path), path.resolve().parent, environ)
+    config._source_path = path.resolve()
+    return config
 
 
 def json_schema() -> str:

@@ -15,3 +15,11 @@ EVENTS_PUBLISHED = Counter("brightkitchen_events_published_total", "Events publi
 EVENTS_STORED = Counter("brightkitchen_events_stored_total", "Event revisions stored", ["phase"])
 CAMERA_CONNECTED = Gauge("brightkitchen_camera_connected", "1 when the camera stream is up", ["camera"])
 CAMERA_RECONNECTS = Gauge("brightkitchen_camera_reconnects", "Reconnects since start", ["camera"])
+INFERENCE_DROPPED = Counter(
+    "brightkitchen_inference_frames_dropped_total",
+    "Frames not analysed because their inference process died, hung or failed",
+    ["model", "reason"],
+)
+INFERENCE_RESTARTS = Counter("brightkitchen_inference_process_restarts_total", "Inference processes restarted",
+                             ["model"])
+MODEL_SWAPS = Counter("brightkitchen_model_swaps_total", "Models replaced while running", ["model", "result"])

@@ -81,6 +81,7 @@ class Service:
             live=self.live_video() if self.config.live.enabled else None,
             live_settings=self.config.live,
             viewing_hours=viewing_hours(self.config),
+            model_status=self.worker.model_status if self.worker else None,
         )
         return create_app(ctx)
 
@@ -186,6 +187,10 @@ def run_service(
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: exit normally instead, so that
         # the bus still sends what it holds (below).
         signal.signal(signal.SIGTERM, _exit_normally)
+        if service.worker is not None and hasattr(signal, "SIGHUP"):
+            # kill -HUP: re-read the config's model entries and the model files; changed models swap in.
+            worker = service.worker
+            signal.signal(signal.SIGHUP, lambda *_: worker.reload_models())
     try:
         server.run()
     finally:

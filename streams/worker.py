@@ -33,6 +33,7 @@ from brightkitchen.metrics import (
 from brightkitchen.snapshots import SnapshotStore
 from models.feedback import encode_raw_frame, raw_frame_key
 from streams.detectors import LoadedModel, load_models
+from streams.model_watch import ModelWatcher
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
 from vision.draw import annotate
@@ -103,6 +104,7 @@ class WorkerStats:
         self.event_latency_s: deque[float] = deque(maxlen=size)
         self.frames_analysed: dict[str, int] = {}
         self.events_published = 0
+        self.frames_dropped = 0  # by inference processes that died, hung or failed
 
 
 class Worker:
@@ -119,6 +121,8 @@ class Worker:
         self.bus = bus
         self.snapshots = snapshots
         self.models = models if models is not None else load_models(config)
+        # Models this worker loaded (or swapped in) are closed when it stops; the caller's stay open.
+        self._owned_models = {id(m) for m in self.models.values()} if models is None else set()
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,6 +160,7 @@ class Worker:
                     rule_titles={r.name: r.title for r in rules},
                 )
             )
+        self.watcher = ModelWatcher(config, self.models, frame_size=frame_size)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,10 +169,12 @@ class Worker:
             p.reader.start()
         self._thread = threading.Thread(target=self._run, name="worker-loop", daemon=True)
         self._thread.start()
+        self.watcher.start()
         log.info("worker started: %d cameras, models %s", len(self.pipelines), ", ".join(self.models))
 
     def stop(self) -> None:
         self._stop.set()
+        self.watcher.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
         now = time.time()
@@ -176,6 +183,9 @@ class Worker:
                 for rule_event in engine.flush(now):
                     self._emit(p, model, None, rule_event, now)
             p.reader.stop()
+        for loaded in self.models.values():
+            if id(loaded) in self._owned_models:
+                loaded.close()
 
     def _run(self) -> None:
         gauges_at = 0.0
@@ -196,6 +206,7 @@ class Worker:
 
     def run_once(self) -> int:
         """Analyse the newest frame of every camera that has one; returns the number of frames analysed."""
+        self._swap_models()
         now = time.time()
         ready: list[tuple[CameraPipeline, Frame]] = []
         for p in self.pipelines:
@@ -217,7 +228,7 @@ class Worker:
 
     def _analyse(self, model_name: str, model: LoadedModel, batch: list[tuple[CameraPipeline, Frame]]) -> None:
         t0 = time.perf_counter()
-        results = model.detector.detect([f.image for _, f in batch], orig_sizes=[f.orig_size for _, f in batch])
+        results = model.detect([f.image for _, f in batch], orig_sizes=[f.orig_size for _, f in batch])
         elapsed = time.perf_counter() - t0
         INFERENCE_SECONDS.labels(model_name).observe(elapsed)
         BATCH_SIZE.labels(model_name).observe(len(batch))
@@ -225,12 +236,35 @@ class Worker:
         self.stats.batch_sizes.append(len(batch))
         names = model.names
         for (p, frame), detections in zip(batch, results, strict=True):
+            if detections is None:  # its inference process died or hung: counted as dropped there
+                self.stats.frames_dropped += 1
+                continue
             if model.classifiers:
                 detections = model.classify(detections, frame.full_bgr)
             tracked = p.trackers[model_name].update(detections, frame.captured_at)
             w, h = frame.orig_size
             for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
                 self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+
+    def _swap_models(self) -> None:
+        """Between two batches: run the models the watcher loaded and checked instead of the old ones."""
+        for name, new in self.watcher.take_ready().items():
+            old = self.models[name]
+            self.models[name] = new
+            self._owned_models.add(id(new))
+            if new.names != old.names:  # class ids of existing tracks mean other classes now
+                for p in self.pipelines:
+                    if name in p.trackers:
+                        p.trackers[name] = IouTracker()
+            self.watcher.swapped(new, old)
+
+    def reload_models(self) -> None:
+        """Check the config file and every model file now (SIGHUP); changed models swap in when checked."""
+        self.watcher.request_check()
+
+    def model_status(self) -> list[dict[str, Any]]:
+        """Each model: version, file hash, runtime, processes, swaps and why the last candidate was refused."""
+        return self.watcher.statuses()
 
     def _feed_silence(self, p: CameraPipeline, now: float) -> None:
         for model_name, engine in p.engines.items():

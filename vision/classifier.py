@@ -16,7 +16,16 @@ import numpy as np
 
 from vision.detections import Detections
 from vision.preprocess import to_blob
-from vision.runtime import BatchRunner, ModelLoadError, class_names_from_metadata, create_session, square_input_size
+from vision.runtime import (
+    BatchRunner,
+    InferenceModel,
+    ModelLoadError,
+    RuntimePlan,
+    class_names_from_metadata,
+    open_model,
+    plan_runtime,
+    square_input_size,
+)
 
 
 class CropLabel(NamedTuple):
@@ -34,9 +43,11 @@ class CropClassifier:
         class_names: list[str] | None = None,
         expand: float = 0.1,
         provider: str = "auto",
+        precision: str = "fp32",
         threads: int = 0,
         min_score: float = 0.0,
         max_batch: int = 16,
+        plan: RuntimePlan | None = None,
     ) -> None:
         """expand grows each box by this fraction of its width/height on every side before cropping;
         min_score is the lowest top-class probability for which a box is relabelled."""
@@ -46,13 +57,14 @@ class CropClassifier:
         self.on_class = on_class
         self.expand = expand
         self.min_score = min_score
-        self._session = create_session(self.path, provider, threads)
-        names = class_names if class_names is not None else class_names_from_metadata(self._session)
+        self.plan = plan or plan_runtime(provider, precision)
+        self._model: InferenceModel = open_model(self.path, self.plan, threads=threads)
+        names = class_names if class_names is not None else class_names_from_metadata(self._model)
         if not names:
             raise ModelLoadError(f"{self.path}: no class names given and none in the model's metadata")
         self._names = list(names)
-        self._input_size = square_input_size(self._session, None)
-        self._runner = BatchRunner(self._session, max_batch)
+        self._input_size = square_input_size(self._model, None)
+        self._runner = BatchRunner(self._model, max_batch)
 
     @property
     def names(self) -> list[str]:
@@ -65,7 +77,7 @@ class CropClassifier:
 
     @property
     def providers(self) -> list[str]:
-        return self._session.get_providers()
+        return self._model.providers
 
     def classify(self, frame_bgr: np.ndarray, detections: Detections, names: Sequence[str]) -> list[CropLabel]:
         """Top label of every box of on_class in the frame (all crops in one batch), skipping labels

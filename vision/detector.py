@@ -17,12 +17,16 @@ import numpy as np
 from vision.detections import Detections
 from vision.nms import batched_nms
 from vision.preprocess import LetterboxInfo, letterbox, to_blob
+from vision.quantize import Calibration
 from vision.runtime import (
     BatchRunner,
+    InferenceModel,
     ModelLoadError,
+    RuntimePlan,
     class_names_from_metadata,
-    create_session,
     metadata,
+    open_model,
+    plan_runtime,
     square_input_size,
 )
 
@@ -39,22 +43,29 @@ class YoloDetector:
         score_threshold: float = 0.25,
         iou_threshold: float = 0.45,
         provider: str = "auto",
+        precision: str = "auto",
         threads: int = 0,
         max_batch: int = 8,
+        plan: RuntimePlan | None = None,
+        cache_dir: str | Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
+        """plan (from vision.runtime.plan_runtime) overrides provider and precision; int8 and CUDA fp16
+        keep their converted file in cache_dir, and int8 calibrates on calibration when it makes one."""
         self.path = Path(path)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
-        self._session = create_session(self.path, provider, threads)
-        names = class_names if class_names is not None else class_names_from_metadata(self._session)
+        self.plan = plan or plan_runtime(provider, precision)
+        self._model: InferenceModel = open_model(
+            self.path, self.plan, threads=threads, cache_dir=cache_dir, calibration=calibration
+        )
+        names = class_names if class_names is not None else class_names_from_metadata(self._model)
         if not names:
             raise ModelLoadError(f"{self.path}: no class names given and none in the model's metadata")
         self._names = list(names)
-        self._input_size = square_input_size(self._session, input_size)
-        self._runner = BatchRunner(self._session, max_batch)
-        self._end_to_end = self._end_to_end_layout(
-            self._session.get_outputs()[0].shape, metadata(self._session).get("end2end")
-        )
+        self._input_size = square_input_size(self._model, input_size)
+        self._runner = BatchRunner(self._model, max_batch)
+        self._end_to_end = self._end_to_end_layout(self._model.output_shape, metadata(self._model).get("end2end"))
 
     def _end_to_end_layout(self, shape: Sequence[int | str | None], declared: str | None) -> bool | None:
         """True for (B, max_det, 6), False for (B, 4 + nc, A), None while symbolic axes leave it open.
@@ -90,8 +101,13 @@ class YoloDetector:
 
     @property
     def providers(self) -> list[str]:
-        """Execution providers the session actually uses, best first."""
-        return self._session.get_providers()
+        """Execution providers the model actually runs on, best first."""
+        return self._model.providers
+
+    @property
+    def loaded_path(self) -> Path:
+        """The file that runs: the configured one, or its int8 / fp16 conversion."""
+        return self._model.path
 
     @property
     def model_name(self) -> str:

@@ -47,6 +47,7 @@ GET    /api/v1/events/{event_id}/audit                 200  200  404  200  403  
 GET    /api/v1/events/{event_id}/rectification.{ext}   200  200  404  200  403  403  403  401  401  401
 GET    /api/v1/cameras                                 200  200  200  200  403  200  200  401  401  401
 GET    /api/v1/config/schema                           200  200  200  200  403  200  200  401  401  401
+GET    /api/v1/models                                  200  200  200  200  403  200  200  401  401  401
 GET    /api/v1/stats                                   200  200  200  200  403  200  200  401  401  401
 GET    /api/v1/stats.csv                               200  200  200  200  403  200  200  401  401  401
 POST   /api/v1/subscriptions                           201  403  403  403  403  201  201  401  401  401
