@@ -84,6 +84,9 @@ class CameraStatusOut(BaseModel):
     last_frame_at: datetime | None = None
     reconnects: int = 0
     last_error: str | None = None
+    motion_gate: str | None = None
+    inference_skipped_still: int = 0
+    inference_skipped_schedule: int = 0
 
 
 class Problem(BaseModel):

@@ -15,3 +15,8 @@ EVENTS_PUBLISHED = Counter("brightkitchen_events_published_total", "Events publi
 EVENTS_STORED = Counter("brightkitchen_events_stored_total", "Event revisions stored", ["phase"])
 CAMERA_CONNECTED = Gauge("brightkitchen_camera_connected", "1 when the camera stream is up", ["camera"])
 CAMERA_RECONNECTS = Gauge("brightkitchen_camera_reconnects", "Reconnects since start", ["camera"])
+INFERENCE_SKIPPED = Counter(
+    "brightkitchen_inference_skipped_total",
+    "Analysed frames whose inference the motion gate skipped (reason: still, schedule)",
+    ["camera", "reason"],
+)

@@ -34,6 +34,9 @@ import numpy as np
 
 from streams.status import DECODE_ALL_FRAMES, DECODE_KEYFRAMES, CameraStatus, RateMeter
 
+DECODE_AUTO = "auto"
+DECODE_CHOICES = (DECODE_AUTO, DECODE_KEYFRAMES, DECODE_ALL_FRAMES)
+
 log = logging.getLogger(__name__)
 
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
@@ -170,14 +173,21 @@ class DecodePolicy:
 
     RECENT_INTERVALS = 3
 
-    def __init__(self, analysis_fps: float, keyframe_fps: float | None = None) -> None:
+    def __init__(self, analysis_fps: float, keyframe_fps: float | None = None, decode: str = DECODE_AUTO) -> None:
+        if decode not in DECODE_CHOICES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}")
         self.analysis_fps = analysis_fps
         self.period_s = 1.0 / analysis_fps
         self._slack_s = 0.01 * self.period_s
         self._last_keyframe_t: float | None = None
         self._intervals: deque[float] = deque(maxlen=self.RECENT_INTERVALS)
-        self.configured = keyframe_fps is not None
-        if keyframe_fps is not None:
+        # A mode set in the camera's config is kept whatever is measured; the reason says what it costs.
+        self.forced = decode if decode != DECODE_AUTO else None
+        self.configured = keyframe_fps is not None or self.forced is not None
+        if self.forced is not None:
+            self.mode = self.forced
+            self.reason = self._explain_forced(None)
+        elif keyframe_fps is not None:
             if keyframe_fps <= 0:
                 raise ValueError("keyframe_fps must be positive")
             keyframes = analysis_fps <= keyframe_fps * 1.01
@@ -204,11 +214,28 @@ class DecodePolicy:
         if self._last_keyframe_t is not None and t > self._last_keyframe_t:
             self._intervals.append(t - self._last_keyframe_t)
         self._last_keyframe_t = t
+        if self.forced is not None and self._intervals:
+            self.reason = self._explain_forced(max(self._intervals))
         if self.configured or not self._intervals:
             return
         worst = max(self._intervals)
         self.mode = DECODE_KEYFRAMES if worst <= self.period_s + self._slack_s else DECODE_ALL_FRAMES
         self.reason = self._explain(worst, "keyframe interval")
+
+    def _explain_forced(self, interval_s: float | None) -> str:
+        text = f"decode: {self.forced} set in the camera's config"
+        if self.forced == DECODE_KEYFRAMES:
+            text += ": decoding keyframes only"
+            if interval_s is not None and interval_s > self.period_s + self._slack_s:
+                text += (f"; keyframe interval {interval_s:.2f} s allows at most {1.0 / interval_s:.2g} fps of the "
+                         f"{self.analysis_fps:g} asked")
+            elif interval_s is not None:
+                text += f"; keyframe interval {interval_s:.2f} s"
+            return text
+        text += ": decoding all frames, converting only those analysed"
+        if interval_s is not None and interval_s <= self.period_s + self._slack_s:
+            text += f"; keyframe interval {interval_s:.2f} s would allow keyframes only (decode: auto)"
+        return text
 
     def _explain(self, interval_s: float, source: str) -> str:
         needs = f"analysis at {self.analysis_fps:g} fps needs a frame every {self.period_s:.2f} s"
@@ -234,6 +261,7 @@ class CameraReader(threading.Thread):
         backoff_max_s: float = 30.0,
         loop_file: bool = False,
         keyframe_fps: float | None = None,
+        decode: str = DECODE_AUTO,
     ) -> None:
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         if analysis_fps <= 0:
@@ -254,6 +282,7 @@ class CameraReader(threading.Thread):
         self.backoff_max_s = backoff_max_s
         self.loop_file = loop_file
         self.keyframe_fps = keyframe_fps
+        self.decode = decode
         self.live = is_live_url(url)
 
         self._stop_requested = threading.Event()
@@ -261,7 +290,7 @@ class CameraReader(threading.Thread):
         self._lock = threading.Lock()  # guards the mailbox and everything status() reports
         self._mailbox: Frame | None = None
         self._seq = 0
-        self._policy = DecodePolicy(analysis_fps, keyframe_fps)
+        self._policy = DecodePolicy(analysis_fps, keyframe_fps, decode)
         self._input_rate = RateMeter()
         self._analysed_rate = RateMeter()
         self._connected = False
@@ -363,7 +392,8 @@ class CameraReader(threading.Thread):
         A live stream that ends has failed. A file ends for good after one pass, or, with `loop_file`,
         is reopened at its end on the same stream clock, without backoff.
         """
-        session = _Session(DecodePolicy(self.analysis_fps, self.keyframe_fps), Sampler(self.analysis_fps))
+        session = _Session(DecodePolicy(self.analysis_fps, self.keyframe_fps, self.decode),
+                           Sampler(self.analysis_fps))
         while not self._stop_requested.is_set():
             container = self._open()
             try:

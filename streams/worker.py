@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from brightkitchen.bus import Bus
-from brightkitchen.config import CameraConfig, Config, RuleConfig, SiteConfig
+from brightkitchen.config import MOTION_CLASS, CameraConfig, Config, RuleConfig, SiteConfig
 from brightkitchen.events import Box, Event, ModelRef, new_event_id, utc
 from brightkitchen.metrics import (
     BATCH_SIZE,
@@ -29,6 +29,7 @@ from brightkitchen.metrics import (
     EVENTS_PUBLISHED,
     FRAMES_ANALYSED,
     INFERENCE_SECONDS,
+    INFERENCE_SKIPPED,
 )
 from brightkitchen.snapshots import SnapshotStore
 from models.feedback import encode_raw_frame, raw_frame_key
@@ -36,6 +37,7 @@ from streams.detectors import LoadedModel, load_models
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
 from vision.draw import annotate
+from vision.motion import Motion, MotionDetector
 from vision.rules import Rule, RuleEngine, RuleEvent
 from vision.schedule import Schedule, Window
 from vision.tracker import IouTracker
@@ -78,6 +80,8 @@ def build_rule(rule: RuleConfig, site: SiteConfig, camera: CameraConfig) -> Rule
         close_after_s=rule.close_after_s,
         update_interval_s=rule.update_interval_s,
         require_no_class=frozenset(rule.require_no_class),
+        min_area=rule.min_area,
+        max_area=rule.max_area,
     )
 
 
@@ -92,6 +96,60 @@ class CameraPipeline:
     open: dict[tuple[str, int], Event] = field(default_factory=dict)
     last_frame_at: float = 0.0
     last_frame: Frame | None = None
+    gate: MotionGate | None = None
+
+
+class MotionGate:
+    """Motion of one camera's analysed frames, and whether a model's inference can be skipped on a frame.
+
+    A model's inference is skipped for a frame when every rule of that model on the camera is outside
+    its schedule, or allows skipping still frames and the frame is still. The last detections then stand
+    (nothing moved, so what was seen is still there). Moving blobs feed the rules with `source: motion`.
+    """
+
+    def __init__(self, camera: CameraConfig, rules: dict[str, list[tuple[Rule, RuleConfig]]]) -> None:
+        m = camera.motion
+        self.detector = MotionDetector(threshold=m.threshold, still_below=m.still_below, size=m.size)
+        self.rules = rules
+        self.motion_models = {name for name, rs in rules.items() if any(c.source == "motion" for _, c in rs)}
+        blocking = sorted(c.name for rs in rules.values() for _, c in rs if not c.skips_when_still)
+        # Motion is measured only where something uses it: a motion rule, or a model it can gate.
+        self.needs_motion = bool(self.motion_models) or any(
+            all(c.skips_when_still for _, c in rs) for rs in rules.values()
+        )
+        self.description = (
+            "on: every rule allows skipping inference on still frames" if not blocking
+            else f"still frames analysed: {', '.join(blocking)} need every frame"
+        )
+        self.motion = Motion.unknown()
+        self.last_detections: dict[str, Detections] = {}
+        self.skipped = {"still": 0, "schedule": 0}
+
+    def observe(self, frame: Frame) -> Motion:
+        if self.needs_motion:
+            self.motion = self.detector.update(frame.image)
+        return self.motion
+
+    def skip_reason(self, model_name: str, t: float) -> str | None:
+        """Why inference of this model can be skipped for the frame just observed, or None to run it."""
+        rules = self.rules.get(model_name, [])
+        if model_name not in self.last_detections or not rules:
+            return None
+        scheduled = [r for r, _ in rules if r.schedule is None or r.schedule.is_active(t)]
+        if not scheduled:
+            return "schedule"
+        if self.motion.still and all(c.skips_when_still for r, c in rules if r in scheduled):
+            return "still"
+        return None
+
+    def blobs(self, model_name: str, frame_size: tuple[int, int], class_id: int) -> Detections:
+        """The moving blobs of the frame just observed, as detections of class `class_id` in pixels."""
+        if model_name not in self.motion_models or not len(self.motion.boxes):
+            return Detections.empty()
+        w, h = frame_size
+        xyxy = self.motion.boxes * np.array([w, h, w, h], np.float32)
+        n = len(xyxy)
+        return Detections(xyxy, np.ones(n, np.float32), np.full(n, class_id, np.int32))
 
 
 class WorkerStats:
@@ -127,12 +185,15 @@ class Worker:
         for site, camera in config.cameras():
             rules = config.rules_for(camera)
             by_model: dict[str, list[Rule]] = {}
+            gated: dict[str, list[tuple[Rule, RuleConfig]]] = {}
             for r in rules:
                 names = self.models[r.model].names
-                unknown = sorted((set(r.classes) | set(r.require_no_class)) - set(names))
+                yields = set(names) | ({MOTION_CLASS} if r.source == "motion" else set())
+                unknown = sorted((set(r.classes) | set(r.require_no_class)) - yields)
                 if unknown:
                     raise ValueError(f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {names}")
                 by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
+                gated.setdefault(r.model, []).append((by_model[r.model][-1], r))
             reader = reader_factory(
                 camera.id,
                 camera.url,
@@ -142,6 +203,7 @@ class Worker:
                 read_timeout_s=config.worker.read_timeout_s,
                 backoff_max_s=config.worker.backoff_max_s,
                 loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
+                decode=camera.decode,
             )
             self.pipelines.append(
                 CameraPipeline(
@@ -151,6 +213,7 @@ class Worker:
                     trackers={m: IouTracker() for m in by_model},
                     engines={m: RuleEngine(rs) for m, rs in by_model.items()},
                     rule_titles={r.name: r.title for r in rules},
+                    gate=MotionGate(camera, gated) if gated else None,
                 )
             )
 
@@ -199,8 +262,11 @@ class Worker:
                 ready.append((p, frame))
             elif p.open and now - p.last_frame_at > SILENT_CAMERA_S:
                 self._feed_silence(p, now)
+        for p, f in ready:
+            if p.gate is not None:
+                p.gate.observe(f)
         for model_name, model in self.models.items():
-            batch = [(p, f) for p, f in ready if model_name in p.engines]
+            batch = [(p, f) for p, f in ready if model_name in p.engines and not self._skipped(p, model_name, f)]
             if batch:
                 self._analyse(model_name, model, batch)
         for p, f in ready:
@@ -218,19 +284,43 @@ class Worker:
         BATCH_SIZE.labels(model_name).observe(len(batch))
         self.stats.inference_s.append(elapsed)
         self.stats.batch_sizes.append(len(batch))
-        names = model.names
         for (p, frame), detections in zip(batch, results, strict=True):
             if model.classifiers:
                 detections = model.classify(detections, frame.full_bgr)
-            tracked = p.trackers[model_name].update(detections, frame.captured_at)
-            w, h = frame.orig_size
-            for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
-                self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+            self._apply_rules(p, model_name, frame, detections)
+
+    def _apply_rules(self, p: CameraPipeline, model_name: str, frame: Frame, detections: Detections) -> None:
+        """Track one frame's detections (plus its moving blobs, for motion rules) and run the rules."""
+        names = self._names(p, model_name)
+        if p.gate is not None:
+            p.gate.last_detections[model_name] = detections
+            detections = Detections.concat([detections, p.gate.blobs(model_name, frame.orig_size, len(names) - 1)])
+        tracked = p.trackers[model_name].update(detections, frame.captured_at)
+        w, h = frame.orig_size
+        for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
+            self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+
+    def _skipped(self, p: CameraPipeline, model_name: str, frame: Frame) -> bool:
+        """Whether the motion gate lets this frame go without inference; if so the rules still see it."""
+        reason = p.gate.skip_reason(model_name, frame.captured_at) if p.gate is not None else None
+        if reason is None:
+            return False
+        p.gate.skipped[reason] += 1
+        INFERENCE_SKIPPED.labels(p.camera.id, reason).inc()
+        self._apply_rules(p, model_name, frame, p.gate.last_detections[model_name])
+        return True
+
+    def _names(self, p: CameraPipeline, model_name: str) -> list[str]:
+        """Class names of what the rules of this camera see from a model: its own, then moving blobs."""
+        names = self.models[model_name].names
+        if p.gate is not None and model_name in p.gate.motion_models:
+            return [*names, MOTION_CLASS]
+        return names
 
     def _feed_silence(self, p: CameraPipeline, now: float) -> None:
         for model_name, engine in p.engines.items():
             w, h = p.last_frame.orig_size if p.last_frame else (0, 0)
-            for rule_event in engine.process(Detections.empty(), self.models[model_name].names, now, w, h):
+            for rule_event in engine.process(Detections.empty(), self._names(p, model_name), now, w, h):
                 self._emit(p, model_name, None, rule_event, now)
 
     # -- events ----------------------------------------------------------------------------------
@@ -297,7 +387,7 @@ class Worker:
     def _snapshot(
         self, p: CameraPipeline, event: Event, frame: Frame, detections: Detections, highlight: RuleEvent
     ) -> tuple[str, str]:
-        names = self.models[event.model.name].names
+        names = self._names(p, event.model.name)
         # Full-resolution colour conversion happens only here, for the frames that become evidence.
         full = frame.full_bgr()
         if self.config.storage.keep_raw_frames:  # the frame without drawings, for the retraining set
@@ -335,6 +425,9 @@ class Worker:
                 site=p.site.id,
                 url=redact_url(p.camera.url),
                 last_frame_at=utc(last) if last else None,
+                motion_gate=p.gate.description if p.gate is not None else "off: no rules",
+                inference_skipped_still=p.gate.skipped["still"] if p.gate is not None else 0,
+                inference_skipped_schedule=p.gate.skipped["schedule"] if p.gate is not None else 0,
             )
             out.append(status)
         return out
