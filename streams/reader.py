@@ -299,7 +299,7 @@ class CameraReader(threading.Thread):
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._source_size: tuple[int, int] | None = None
-        self._counts = {"received": 0, "decoded": 0, "analysed": 0, "dropped_stale": 0}
+        self._counts = {"received": 0, "decoded": 0, "analysed": 0, "dropped_stale": 0, "replaced": 0}
 
     # -- consumer side ---------------------------------------------------------------------------
 
@@ -332,6 +332,7 @@ class CameraReader(threading.Thread):
                 frames_dropped_stale=self._counts["dropped_stale"],
                 keyframe_interval_s=self._policy.keyframe_interval_s,
                 source_size=self._source_size,
+                frames_replaced=self._counts["replaced"],
             )
 
     def stop(self, timeout_s: float | None = None) -> None:
@@ -509,6 +510,8 @@ class CameraReader(threading.Thread):
         captured_at = time.time()
         with self._lock:
             self._seq += 1
+            if self._mailbox is not None:
+                self._counts["replaced"] += 1
             self._mailbox = Frame(self.camera_id, image, (frame.width, frame.height), captured_at, self._seq,
                                   av_frame=frame)
             self._counts["analysed"] += 1

@@ -36,6 +36,7 @@ class CameraStatus:
     frames_dropped_stale: int
     keyframe_interval_s: float | None
     source_size: tuple[int, int] | None
+    frames_replaced: int = 0  # analysed frames replaced in the mailbox by a newer one before anyone took them
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
