@@ -204,6 +204,7 @@ class Worker:
                 backoff_max_s=config.worker.backoff_max_s,
                 loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
                 decode=camera.decode,
+                max_lag_s=config.worker.frame_max_age_s,
             )
             self.pipelines.append(
                 CameraPipeline(
