@@ -90,6 +90,7 @@ class CameraStatusOut(BaseModel):
     frames_analysed: int = 0
     frames_dropped_stale: int = 0
     frames_replaced: int = 0
+    frames_dropped_late: int = 0
     inference_skipped_still: int = 0
     inference_skipped_schedule: int = 0
 

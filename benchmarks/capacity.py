@@ -352,6 +352,7 @@ class Plan:
     per_server: int
     cache: Path
     work: Path
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # --set: {"camera"|"model"|"worker": {k: v}}
 
 
 def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuration, port: int,
@@ -361,13 +362,15 @@ def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuratio
 
     base = demo_config(data_dir, urls[0]).model_dump(mode="json", exclude_unset=False)
     template = base["sites"][0]["cameras"][0]
-    camera = {k: v for k, v in conf.camera.items() if k not in drop}
+    extra = plan.extra
+    camera = {k: v for k, v in {**conf.camera, **extra.get("camera", {})}.items() if k not in drop}
     base["sites"][0]["cameras"] = [
         {**template, **camera, "id": f"cam-{i:03d}", "name": f"cam {i}", "url": url, "analysis_fps": plan.target.fps}
         for i, url in enumerate(urls)
     ]
-    model = {k: v for k, v in conf.model.items() if k not in drop}
+    model = {k: v for k, v in {**conf.model, **extra.get("model", {})}.items() if k not in drop}
     base["models"] = [{**m, **model} for m in base["models"]]
+    base["worker"].update(extra.get("worker", {}))
     base["storage"].update(database=f"sqlite:///{data_dir / 'events.db'}", snapshots_dir=str(data_dir / "snapshots"))
     base["api"]["port"] = port
     return base
@@ -995,7 +998,9 @@ def report_text(report: dict[str, Any], rows: list[Row], target: Target, command
         f"latency p95 ≤ {target.latency_s:g} s (from the analysed frame that completes a rule's dwell to the event "
         f"on the API's event stream). The naive design has only the rate to meet (it runs no rules). "
         f"{report['setup']['seconds']:g} s measured per step after {report['setup']['warmup']:g} s of warm-up; the "
-        f"demo's model and rules; the RTSP servers run on the same box and their CPU is shown apart.",
+        f"demo's model and rules; the RTSP servers run on the same box and their CPU is shown apart."
+        + (f" Overrides of every configuration: {json.dumps(report['setup']['overrides'])}."
+           if report["setup"]["overrides"] else ""),
         "",
         table(rows, target),
         "",
@@ -1045,6 +1050,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after every camera delivered a frame")
     parser.add_argument("--clip-seconds", type=float, default=40.0, help="length of the looped clip")
     parser.add_argument("--per-server", type=int, default=64, help="mounts per RTSP server process")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                        help="an override of every configuration: camera.KEY, model.KEY or worker.KEY (value as "
+                        "YAML), e.g. --set model.threads=1; repeatable")
     parser.add_argument("--cache", default="var/bench", help="where rendered clips are kept")
     parser.add_argument("--plot", help="write the cameras vs rate and latency plot to this PNG")
     parser.add_argument("--write-results", metavar="RESULTS_MD", help="put the table in this Markdown file")
@@ -1074,6 +1082,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         parser.error(str(error))
     if args.start < 1 or args.max_cameras < args.start or args.resolution < 1:
         parser.error("need 1 <= --start <= --max-cameras and --resolution >= 1")
+    extra: dict[str, dict[str, Any]] = {}
+    for item in args.overrides:
+        key, equals, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not equals or not dot or section not in ("camera", "model", "worker") or not name:
+            parser.error(f"--set wants camera.KEY=VALUE, model.KEY=VALUE or worker.KEY=VALUE, got {item!r}")
+        extra.setdefault(section, {})[name] = yaml.safe_load(value)
     from streams.rtsp_launcher import available
 
     ok, reason = available()
@@ -1088,7 +1103,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     progress = Progress(total, enabled=not args.no_progress)
     with tempfile.TemporaryDirectory(prefix="bk-capacity-") as work:
         plan = Plan(settings, configurations, target, args.start, args.max_cameras, args.resolution, args.warmup,
-                    args.seconds, args.clip_seconds, args.per_server, cache, Path(work))
+                    args.seconds, args.clip_seconds, args.per_server, cache, Path(work), extra)
         try:
             rows = run_plan(plan, progress)
         finally:
@@ -1100,7 +1115,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "load_at_end": os.getloadavg(),
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {"fps": args.fps, "size": args.size, "streams": args.streams, "seconds": args.seconds,
-                  "warmup": args.warmup, "target": asdict(target)},
+                  "warmup": args.warmup, "target": asdict(target), "overrides": extra},
         "rows": [{**asdict(r), "max_cameras": r.max_cameras, "memory_per_camera_mb": r.memory_per_camera_mb()}
                  for r in rows],
         "summary": summary(rows),

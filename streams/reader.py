@@ -306,7 +306,8 @@ class CameraReader(threading.Thread):
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._source_size: tuple[int, int] | None = None
-        self._counts = {"received": 0, "decoded": 0, "analysed": 0, "dropped_stale": 0, "replaced": 0}
+        self._counts = {"received": 0, "decoded": 0, "analysed": 0, "dropped_stale": 0, "replaced": 0,
+                        "dropped_late": 0}
 
     # -- consumer side ---------------------------------------------------------------------------
 
@@ -340,6 +341,7 @@ class CameraReader(threading.Thread):
                 keyframe_interval_s=self._policy.keyframe_interval_s,
                 source_size=self._source_size,
                 frames_replaced=self._counts["replaced"],
+                frames_dropped_late=self._counts["dropped_late"],
             )
 
     def stop(self, timeout_s: float | None = None) -> None:
@@ -472,7 +474,7 @@ class CameraReader(threading.Thread):
             # A keyframe that is not due is not even decoded: each one stands alone.
             if packet.is_keyframe and session.sampler.due(t):
                 if late:
-                    self._count_stale()
+                    self._count_late()
                     return
                 for frame in self._decode(self._decoder(session, keyframes_only), packet, session, drain=True):
                     self._deliver(frame)
@@ -480,7 +482,7 @@ class CameraReader(threading.Thread):
         for frame in self._decode(self._decoder(session, keyframes_only), packet, session, drain=False):
             if session.sampler.due(t):
                 if late:
-                    self._count_stale()
+                    self._count_late()
                     continue
                 self._deliver(frame)
 
@@ -506,9 +508,9 @@ class CameraReader(threading.Thread):
             session.decoder = codec
         return session.decoder
 
-    def _count_stale(self) -> None:
+    def _count_late(self) -> None:
         with self._lock:
-            self._counts["dropped_stale"] += 1
+            self._counts["dropped_late"] += 1
 
     def _decode(self, codec: av.VideoCodecContext, packet: av.Packet, session: _Session, *,
                 drain: bool) -> list[av.VideoFrame]:
