@@ -34,6 +34,7 @@ from brightkitchen.metrics import (
 from brightkitchen.snapshots import SnapshotStore
 from models.feedback import encode_raw_frame, raw_frame_key
 from streams.detectors import LoadedModel, load_models
+from streams.publisher import EventPublisher
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
 from vision.draw import annotate
@@ -178,6 +179,8 @@ class Worker:
         self.snapshots = snapshots
         self.models = models if models is not None else load_models(config)
         self.stats = WorkerStats()
+        # Snapshots and bus publishing run in their own thread, so the loop never waits for them.
+        self.publisher = EventPublisher(bus, self._render_snapshot, self._published)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         frame_size = max(m.detector.input_size for m in self.models.values())
@@ -221,6 +224,7 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.publisher.start()
         for p in self.pipelines:
             p.reader.start()
         self._thread = threading.Thread(target=self._run, name="worker-loop", daemon=True)
@@ -236,6 +240,8 @@ class Worker:
             for model, engine in p.engines.items():
                 for rule_event in engine.flush(now):
                     self._emit(p, model, None, rule_event, now)
+        self.publisher.stop()
+        for p in self.pipelines:
             p.reader.stop()
 
     def _run(self) -> None:
@@ -358,8 +364,6 @@ class Worker:
                 frame_size=seen[0].orig_size if seen else (0, 0),
                 model=ModelRef(name=model_name, version=model.version),
             )
-            if seen is not None:
-                event.snapshot, event.snapshot_sha256 = self._snapshot(p, event, *seen, highlight=rule_event)
         else:
             event = previous.model_copy(
                 update={
@@ -375,7 +379,15 @@ class Worker:
             p.open.pop(key, None)
         else:
             p.open[key] = event
-        self.bus.publish(event)
+        job = (p, seen, rule_event) if event.phase == "open" and seen is not None else None
+        self.publisher.submit(event, frame_time, job)
+
+    def _render_snapshot(self, event: Event, job: tuple[CameraPipeline, tuple[Frame, Detections], RuleEvent]
+                         ) -> tuple[str, str]:
+        p, seen, rule_event = job
+        return self._snapshot(p, event, *seen, highlight=rule_event)
+
+    def _published(self, event: Event, frame_time: float) -> None:
         EVENTS_PUBLISHED.labels(event.rule, event.phase).inc()
         self.stats.events_published += 1
         if event.phase == "open":
