@@ -52,9 +52,14 @@ from streams.rtsp_launcher import RtspServerProcess, free_port
 
 # The estimate in the design notes ("Speed measured on these machines") of the limit of one 2-core box.
 ESTIMATED_LIMIT = 100
+# What one box should take: at least this many cameras on target, and this many times the naive design's.
+TARGET_CAMERAS = 64
+TARGET_TIMES_NAIVE = 6.0
 RESULTS_BEGIN = "<!-- capacity benchmark: begin (written by benchmarks/capacity.py) -->"
 RESULTS_END = "<!-- capacity benchmark: end -->"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+# Other processes using more than this during a measured window make the numbers low (flagged).
+BUSY_BOX_CORES = 0.25
 
 
 # -- what is measured -------------------------------------------------------------------------------
@@ -146,6 +151,7 @@ class Step:
     latency_events: int = 0
     service_cpu: float = 0.0  # cores
     server_cpu: float = 0.0  # cores, all RTSP server processes
+    other_cpu: float = 0.0  # cores used by everything else on the box (this process included) meanwhile
     rss_mb: float = 0.0
     decode_modes: dict[str, int] = field(default_factory=dict)
     inference_skipped: int = 0
@@ -238,6 +244,13 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and all its threads so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def box_busy_s() -> float:
+    """CPU seconds the whole box has been busy so far, over all cores (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK
 
 
 def process_rss_mb(pid: int) -> float:
@@ -467,12 +480,14 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
             progress.phase(f"{cameras} cameras: warming up", plan.warmup_s)
             child.expect("MEASURE", plan.warmup_s + 60)
             cpu0, servers0, t0 = process_cpu_s(child.process.pid), sum(map(process_cpu_s, pids)), time.monotonic()
+            busy0 = box_busy_s()
             wall0 = time.time()
             progress.phase(f"{cameras} cameras: measuring", plan.seconds)
             child.expect("MEASURED", plan.seconds + 60)
             wall = time.monotonic() - t0
             service_cpu = (process_cpu_s(child.process.pid) - cpu0) / wall
             server_cpu = (sum(map(process_cpu_s, pids)) - servers0) / wall
+            other_cpu = (box_busy_s() - busy0) / wall - service_cpu - server_cpu
             rss = process_rss_mb(child.process.pid)
             wall1 = time.time()
             progress.phase(f"{cameras} cameras: draining")
@@ -496,8 +511,10 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
             if stream is not None:
                 stream.close()
             child.stop()
-    return measure(plan, conf, cameras, connected, summary, drained, api, stream, (wall0, wall1),
+    step = measure(plan, conf, cameras, connected, summary, drained, api, stream, (wall0, wall1),
                    service_cpu, server_cpu, rss)
+    step.other_cpu = round(max(0.0, other_cpu), 3)
+    return step
 
 
 def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, Any], summary: dict[str, Any],
@@ -864,12 +881,13 @@ def table(rows: list[Row], target: Target) -> str:
     naive = {r.setting: r.max_cameras for r in rows if r.configuration == "naive"}
     lines = [
         "| configuration | stream | cameras on target | × naive | slowest / fastest camera fps | latency p50 / p95 (s) "
-        "| service CPU (cores) | RTSP servers CPU | memory (MB) / per camera | decode | steps run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| service CPU (cores) | RTSP servers CPU | other load on the box | memory (MB) / per camera | decode "
+        "| steps run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if not r.available:
-            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | |")
+            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | | |")
             continue
         best = r.best()
         ratio = f"{r.max_cameras / naive[r.setting]:.1f}" if naive.get(r.setting) else "—"
@@ -878,7 +896,7 @@ def table(rows: list[Row], target: Target) -> str:
         if best is None:
             first = r.steps[0] if r.steps else None
             why = first.problems[0] if first and first.problems else "no step ran"
-            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | {steps} |")
+            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | | {steps} |")
             continue
         modes = ", ".join(f"{m} {n}" for m, n in sorted(best.decode_modes.items()))
         memory = f"{best.rss_mb:.0f} / {fmt(per_camera, 1)}"
@@ -886,7 +904,7 @@ def table(rows: list[Row], target: Target) -> str:
             f"| {r.configuration} | {r.setting} | **{r.max_cameras}** | {ratio} "
             f"| {best.fps_min:.2f} / {best.fps_max:.2f} "
             f"| {fmt(best.latency_p50_s)} / {fmt(best.latency_p95_s)} | {best.service_cpu:.2f} | {best.server_cpu:.2f} "
-            f"| {memory} | {modes} | {steps} |"
+            f"| {best.other_cpu:.2f} | {memory} | {modes} | {steps} |"
         )
     return "\n".join(lines)
 
@@ -900,6 +918,26 @@ def failures(rows: list[Row]) -> list[str]:
         if above:
             s = min(above, key=lambda s: s.cameras)
             out.append(f"{r.configuration} ({r.setting}) at {s.cameras} cameras: {'; '.join(s.problems)}")
+    return out
+
+
+def target_check(rows: list[Row], cameras_target: int, times_naive: float) -> list[str]:
+    """Per stream setting: the best configuration against the camera-count and times-naive targets."""
+    out = []
+    for setting in dict.fromkeys(r.setting for r in rows):
+        mine = [r for r in rows if r.setting == setting and r.available]
+        naive = next((r.max_cameras for r in mine if r.configuration == "naive"), None)
+        ours = [r for r in mine if r.configuration != "naive"]
+        if not ours:
+            continue
+        best = max(ours, key=lambda r: r.max_cameras)
+        verdict = "meets" if best.max_cameras >= cameras_target else "misses"
+        text = f"{setting}: best {best.configuration} with {best.max_cameras} cameras, {verdict} the {cameras_target}"
+        if naive:
+            ratio = best.max_cameras / naive
+            text += (f"; {ratio:.1f} times the naive design's {naive}, "
+                     f"{'meets' if ratio >= times_naive else 'misses'} the {times_naive:g} times")
+        out.append(text)
     return out
 
 
@@ -1005,6 +1043,12 @@ def report_text(report: dict[str, Any], rows: list[Row], target: Target, command
         table(rows, target),
         "",
     ]
+    busy = max((s.other_cpu for r in rows for s in r.steps), default=0.0)
+    if busy > BUSY_BOX_CORES:
+        lines.append(f"- **The box was busy with other work** (up to {busy:.2f} cores used by other processes during "
+                     "a measured window): the counts are lower than this box can do. Re-run on a quiet box.")
+    for line in target_check(rows, TARGET_CAMERAS, TARGET_TIMES_NAIVE):
+        lines.append(f"- Target: {line}.")
     for line in limit_estimate(rows):
         lines.append(f"- {line}.")
     for line in failures(rows):
