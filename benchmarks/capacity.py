@@ -42,9 +42,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -73,17 +74,19 @@ class Setting:
     height: int = 1080
     bitrate: str = "4M"
     gop: int = 25
+    scene: str = "busy"  # busy: people at work all the time; after-hours: an empty kitchen, mostly still
 
     @property
     def label(self) -> str:
-        return f"{self.height}p {self.bitrate}b/s GOP {self.gop / 25:g} s"
+        scene = ", after hours" if self.scene == "after-hours" else ""
+        return f"{self.height}p {self.bitrate}b/s GOP {self.gop / 25:g} s{scene}"
 
     @staticmethod
-    def parse(text: str, size: str) -> Setting:
+    def parse(text: str, size: str, scene: str = "busy") -> Setting:
         """'4M/25' (bitrate/GOP frames) at --size."""
         bitrate, _, gop = text.partition("/")
         width, height = (int(v) for v in size.lower().split("x"))
-        return Setting(width, height, bitrate or "4M", int(gop or 25))
+        return Setting(width, height, bitrate or "4M", int(gop or 25), scene)
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Step:
     rss_mb: float = 0.0
     decode_modes: dict[str, int] = field(default_factory=dict)
     inference_skipped: int = 0
+    inference_skipped_share: float = 0.0  # of the frames analysed, those the motion gate let go without inference
     mean_batch: float | None = None
     inference_ms_p50: float | None = None
     events_published: int = 0
@@ -369,8 +373,9 @@ class Plan:
 
 
 def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuration, port: int,
-                 drop: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The demo's model and rules on N cameras, with the configuration's overrides (less `drop`)."""
+                 drop: frozenset[str] = frozenset(), scene: str = "busy") -> dict[str, Any]:
+    """The demo's model and rules on N cameras, with the configuration's overrides (less `drop`). After
+    hours, the rules of the opening hours are out of their schedule and the after-hours ones in it."""
     from brightkitchen.demo import demo_config
 
     base = demo_config(data_dir, urls[0]).model_dump(mode="json", exclude_unset=False)
@@ -384,6 +389,14 @@ def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuratio
     model = {k: v for k, v in {**conf.model, **extra.get("model", {})}.items() if k not in drop}
     base["models"] = [{**m, **model} for m in base["models"]]
     base["worker"].update(extra.get("worker", {}))
+    if scene == "after-hours":
+        site = base["sites"][0]
+        opens = datetime.now(ZoneInfo(site["timezone"])) + timedelta(hours=2)  # a day that opens 2 h from now
+        site["schedules"] = {"after_hours": [{"start": "00:00", "end": "00:00"}],
+                             "opening": [{"start": opens.strftime("%H:%M"),
+                                          "end": (opens + timedelta(hours=1)).strftime("%H:%M")}]}
+        for rule in base["rules"]:
+            rule["schedule"] = "after_hours" if rule["source"] == "motion" else "opening"
     base["storage"].update(database=f"sqlite:///{data_dir / 'events.db'}", snapshots_dir=str(data_dir / "snapshots"))
     base["api"]["port"] = port
     return base
@@ -534,6 +547,8 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
         step.problems.append(f"{len(off)} cameras off the rate ({min(rates):.2f}..{max(rates):.2f} fps)")
     step.decode_modes = summary.get("decode_modes", {})
     step.inference_skipped = summary.get("inference_skipped", 0)
+    analysed = sum(drained.get("frames_analysed", {}).values())
+    step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
     step.mean_batch = summary.get("mean_batch")
     step.inference_ms_p50 = summary.get("inference_ms_p50")
     if not conf.naive:
@@ -630,7 +645,8 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
     rows = []
     for setting in plan.settings:
         progress.phase(f"rendering the {setting.label} clip")
-        clip = make_clip(plan.cache, setting.width, setting.height, setting.bitrate, setting.gop, plan.clip_seconds)
+        clip = make_clip(plan.cache, setting.width, setting.height, setting.bitrate, setting.gop, plan.clip_seconds,
+                         setting.scene)
         for conf in plan.configurations:
             row = Row(conf.name, conf.description, setting.label)
             rows.append(row)
@@ -647,8 +663,8 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
                         continue
 
                 def data(urls: list[str], folder: Path, port: int, conf: Configuration = conf,
-                         drop: frozenset[str] = drop) -> dict[str, Any]:
-                    return bench_config(urls, folder, plan, conf, port, drop)
+                         drop: frozenset[str] = drop, scene: str = setting.scene) -> dict[str, Any]:
+                    return bench_config(urls, folder, plan, conf, port, drop, scene)
 
             def one(n: int, conf: Configuration = conf, data: Any = data, clip: Path = clip) -> Step:
                 step = run_step(plan, conf, clip, n, data, progress)
@@ -882,12 +898,12 @@ def table(rows: list[Row], target: Target) -> str:
     lines = [
         "| configuration | stream | cameras on target | × naive | slowest / fastest camera fps | latency p50 / p95 (s) "
         "| service CPU (cores) | RTSP servers CPU | other load on the box | memory (MB) / per camera | decode "
-        "| steps run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| inference skipped | steps run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if not r.available:
-            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | | |")
+            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | | | |")
             continue
         best = r.best()
         ratio = f"{r.max_cameras / naive[r.setting]:.1f}" if naive.get(r.setting) else "—"
@@ -896,7 +912,7 @@ def table(rows: list[Row], target: Target) -> str:
         if best is None:
             first = r.steps[0] if r.steps else None
             why = first.problems[0] if first and first.problems else "no step ran"
-            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | | {steps} |")
+            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | | | {steps} |")
             continue
         modes = ", ".join(f"{m} {n}" for m, n in sorted(best.decode_modes.items()))
         memory = f"{best.rss_mb:.0f} / {fmt(per_camera, 1)}"
@@ -904,7 +920,7 @@ def table(rows: list[Row], target: Target) -> str:
             f"| {r.configuration} | {r.setting} | **{r.max_cameras}** | {ratio} "
             f"| {best.fps_min:.2f} / {best.fps_max:.2f} "
             f"| {fmt(best.latency_p50_s)} / {fmt(best.latency_p95_s)} | {best.service_cpu:.2f} | {best.server_cpu:.2f} "
-            f"| {best.other_cpu:.2f} | {memory} | {modes} | {steps} |"
+            f"| {best.other_cpu:.2f} | {memory} | {modes} | {100 * best.inference_skipped_share:.0f}% | {steps} |"
         )
     return "\n".join(lines)
 
@@ -1084,6 +1100,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--streams", default="4M/25",
                         help="comma-separated BITRATE/GOP settings, GOP in frames at 25 fps (default 4M/25)")
     parser.add_argument("--size", default="1920x1080", help="camera frame size")
+    parser.add_argument("--scene", choices=("busy", "after-hours"), default="busy",
+                        help="busy: people at work all the time (every frame moves); after-hours: an empty kitchen, "
+                        "still but for a rodent crossing it, with the opening-hours rules out of schedule")
     parser.add_argument("--fps", type=float, default=1.0, help="analysis rate per camera (target)")
     parser.add_argument("--rate-tolerance", type=float, default=0.10)
     parser.add_argument("--latency-s", type=float, default=1.0, help="latency p95 target beyond the dwell")
@@ -1121,7 +1140,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         return child_naive(args.child_naive, args.warmup, args.seconds)
     try:
         configurations = [configuration(n.strip()) for n in args.configs.split(",") if n.strip()]
-        settings = [Setting.parse(s.strip(), args.size) for s in args.streams.split(",") if s.strip()]
+        settings = [Setting.parse(s.strip(), args.size, args.scene) for s in args.streams.split(",") if s.strip()]
     except ValueError as error:
         parser.error(str(error))
     if args.start < 1 or args.max_cameras < args.start or args.resolution < 1:

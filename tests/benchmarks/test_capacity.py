@@ -40,12 +40,15 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
     ran = [r for r in rows.values() if r["available"]]
     assert {"naive", "fp32", "fp32-all-frames"} <= {r["configuration"] for r in ran}
     for row in ran:
-        (step,) = row["steps"]  # --start 2 --max-cameras 2: one step
-        assert step["cameras"] == 2 and step["seconds"] >= 5
+        # --start 2 --max-cameras 2: one step at 2 cameras, and one at 1 if that failed (a busy box)
+        counts = [s["cameras"] for s in row["steps"]]
+        assert counts in ([2], [1, 2])
+        step = row["steps"][-1]
+        assert step["seconds"] >= 5
         assert 0 <= step["fps_min"] <= step["fps_mean"] <= step["fps_max"]
         assert step["service_cpu"] > 0 and step["server_cpu"] > 0 and step["rss_mb"] > 0 and step["other_cpu"] >= 0
-        assert row["max_cameras"] == (2 if step["passed"] else 0)
-        assert step["passed"] == (not step["problems"])
+        assert row["max_cameras"] == max([s["cameras"] for s in row["steps"] if s["passed"]], default=0)
+        assert step["passed"] == (not step["problems"]) and (len(counts) == 1) == step["passed"]
         if row["configuration"] == "naive":
             assert step["decode_modes"] == {"all_frames": 2} and step["latency_p95_s"] is None
             continue
@@ -55,8 +58,8 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         assert step["events_published"] == step["events_stored"] == step["events_streamed"] > 0
         if step["latency_events"]:
             assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
-    assert rows["fp32"]["steps"][0]["decode_modes"] == {"keyframes": 2}
-    assert rows["fp32-all-frames"]["steps"][0]["decode_modes"] == {"all_frames": 2}
+    assert rows["fp32"]["steps"][-1]["decode_modes"] == {"keyframes": 2}
+    assert rows["fp32-all-frames"]["steps"][-1]["decode_modes"] == {"all_frames": 2}
 
     text = results.read_text()
     assert text.startswith("# Benchmark results\n\n## Another benchmark\n\nits numbers\n")
