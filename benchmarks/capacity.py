@@ -56,8 +56,9 @@ ESTIMATED_LIMIT = 100
 # What one box should take: at least this many cameras on target, and this many times the naive design's.
 TARGET_CAMERAS = 64
 TARGET_TIMES_NAIVE = 6.0
-RESULTS_BEGIN = "<!-- capacity benchmark: begin (written by benchmarks/capacity.py) -->"
-RESULTS_END = "<!-- capacity benchmark: end -->"
+RESULTS_BEGIN = "<!-- capacity benchmark{}: begin (written by benchmarks/capacity.py) -->"
+RESULTS_END = "<!-- capacity benchmark{}: end -->"
+SCENE_TITLES = {"busy": "", "after-hours": ", after hours (an empty kitchen)"}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 # Other processes using more than this during a measured window make the numbers low (flagged).
 BUSY_BOX_CORES = 0.25
@@ -1072,18 +1073,19 @@ def report_text(report: dict[str, Any], rows: list[Row], target: Target, command
     return "\n".join(lines)
 
 
-def write_results(path: Path, text: str, plot: Path | None) -> None:
-    """Put the section between the markers in RESULTS.md, replacing an older one."""
-    section = [RESULTS_BEGIN, "## Cameras per box (`benchmarks/capacity.py`)", "", text]
+def write_results(path: Path, text: str, plot: Path | None, scene: str = "busy") -> None:
+    """Put the scene's section between its markers in RESULTS.md, replacing an older one."""
+    key = "" if scene == "busy" else f" ({scene})"
+    begin, end = RESULTS_BEGIN.format(key), RESULTS_END.format(key)
+    section = [begin, f"## Cameras per box{SCENE_TITLES[scene]} (`benchmarks/capacity.py`)", "", text]
     if plot is not None:
         section += ["", f"![cameras vs analysed rate and latency]({os.path.relpath(plot, path.parent)})"]
-    section.append(RESULTS_END)
+    section.append(end)
     block = "\n".join(section)
     old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if RESULTS_BEGIN in old and RESULTS_END in old:
-        before, rest = old.split(RESULTS_BEGIN, 1)
-        after = rest.split(RESULTS_END, 1)[1]
-        new = before + block + after
+    if begin in old and end in old:
+        before, rest = old.split(begin, 1)
+        new = before + block + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)
@@ -1189,7 +1191,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                    f"cores: {args.fps:g} analysed fps per camera")
     text = report_text(report, rows, target, command.strip())
     if args.write_results:
-        write_results(Path(args.write_results), text, plot)
+        write_results(Path(args.write_results), text, plot, args.scene)
     print(json.dumps(report, indent=2, default=str) if args.json else text)
     return 0
 

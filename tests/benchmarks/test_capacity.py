@@ -63,7 +63,7 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
 
     text = results.read_text()
     assert text.startswith("# Benchmark results\n\n## Another benchmark\n\nits numbers\n")
-    assert text.count(RESULTS_BEGIN) == 1 and text.count(RESULTS_END) == 1
+    assert text.count(RESULTS_BEGIN.format("")) == 1 and text.count(RESULTS_END.format("")) == 1
     assert "| naive | 360p 1Mb/s GOP 1 s |" in text and report["machine"]["cpu"] in text
     image = cv2.imread(str(plot))
     assert image is not None and image.shape[0] > 100
@@ -73,10 +73,12 @@ def test_results_section_is_replaced_not_repeated(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\nkept\n")
     write_results(results, "first run", None)
+    write_results(results, "still kitchen", None, "after-hours")
     write_results(results, "second run", None)
     text = results.read_text()
     assert text.startswith("# Benchmark results\n\nkept\n")
-    assert "second run" in text and "first run" not in text and text.count(RESULTS_BEGIN) == 1
+    assert "second run" in text and "first run" not in text and text.count(RESULTS_BEGIN.format("")) == 1
+    assert "still kitchen" in text and "after hours (an empty kitchen)" in text
 
 
 @pytest.mark.parametrize(("limit", "resolution", "best", "counts"), [
