@@ -398,6 +398,8 @@ def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuratio
                                           "end": (opens + timedelta(hours=1)).strftime("%H:%M")}]}
         for rule in base["rules"]:
             rule["schedule"] = "after_hours" if rule["source"] == "motion" else "opening"
+            if rule["source"] == "motion":  # every crossing an event to time, not one per cooldown
+                rule["cooldown_s"] = 5.0
     base["storage"].update(database=f"sqlite:///{data_dir / 'events.db'}", snapshots_dir=str(data_dir / "snapshots"))
     base["api"]["port"] = port
     return base
