@@ -159,6 +159,7 @@ class NaiveCamera(threading.Thread):
         self.url, self.model, self.interval, self.stop_event = url, model, 1.0 / fps, stop
         self.analysed: list[float] = []
         self.inference: list[float] = []
+        self.decoded = 0  # frames decoded (and converted): keeping up with the stream means its frame rate
 
     def run(self) -> None:
         options = {"rtsp_transport": "tcp", "timeout": "5000000"}
@@ -168,6 +169,7 @@ class NaiveCamera(threading.Thread):
                 if self.stop_event.is_set():
                     return
                 image = frame.to_ndarray(format="bgr24")
+                self.decoded += 1
                 if time.monotonic() >= next_due:
                     next_due += self.interval
                     t0 = time.perf_counter()

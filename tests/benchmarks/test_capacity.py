@@ -45,7 +45,7 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         assert counts in ([2], [1, 2])
         step = row["steps"][-1]
         assert step["seconds"] >= 5
-        assert 0 <= step["fps_min"] <= step["fps_mean"] <= step["fps_max"]
+        assert 0 <= step["fps_min"] <= step["fps_mean"] <= step["fps_max"] and step["received_fps_min"] > 0
         assert step["service_cpu"] > 0 and step["server_cpu"] > 0 and step["rss_mb"] > 0 and step["other_cpu"] >= 0
         assert row["max_cameras"] == max([s["cameras"] for s in row["steps"] if s["passed"]], default=0)
         assert step["passed"] == (not step["problems"]) and (len(counts) == 1) == step["passed"]
