@@ -11,6 +11,9 @@ from vision.detections import Detections
 from vision.motion import Motion, MotionDetector
 from vision.rules import Rule
 
+# The track id of a camera's moving blobs (tracker ids start at 1).
+MOTION_TRACK_ID = 0
+
 
 class MotionGate:
     """Motion of one camera's analysed frames, and whether a model's inference can be skipped on a frame.
@@ -32,7 +35,7 @@ class MotionGate:
         )
         self.description = (
             "on: every rule allows skipping inference on still frames" if not blocking
-            else f"still frames analysed: {', '.join(blocking)} need every frame"
+            else f"still frames analysed while these rules are in their schedule: {', '.join(blocking)}"
         )
         self.motion = Motion.unknown()
         self.last_detections: dict[str, Detections] = {}
@@ -56,10 +59,16 @@ class MotionGate:
         return None
 
     def blobs(self, model_name: str, frame_size: tuple[int, int], class_id: int) -> Detections:
-        """The moving blobs of the frame just observed, as detections of class `class_id` in pixels."""
+        """The moving blobs of the frame just observed, as tracked detections of class `class_id` in pixels.
+
+        Blobs are not tracked one by one: at one frame a second a small animal moves more than its own
+        length, leaving a blob where it was and one where it is, so no blob lives for long. All of a
+        camera's blobs are one track, MOTION_TRACK_ID ("something moves here"): a motion rule's dwell is
+        how long something keeps moving, its cooldown how long the camera stays quiet after."""
         if model_name not in self.motion_models or not len(self.motion.boxes):
             return Detections.empty()
         w, h = frame_size
         xyxy = self.motion.boxes * np.array([w, h, w, h], np.float32)
         n = len(xyxy)
-        return Detections(xyxy, np.ones(n, np.float32), np.full(n, class_id, np.int32))
+        return Detections(xyxy, np.ones(n, np.float32), np.full(n, class_id, np.int32),
+                          np.full(n, MOTION_TRACK_ID, np.int32))

@@ -246,10 +246,10 @@ class Worker:
     def _apply_rules(self, p: CameraPipeline, model_name: str, frame: Frame, detections: Detections) -> None:
         """Track one frame's detections (plus its moving blobs, for motion rules) and run the rules."""
         names = self._names(p, model_name)
+        tracked = p.trackers[model_name].update(detections, frame.captured_at)
         if p.gate is not None:
             p.gate.last_detections[model_name] = detections
-            detections = Detections.concat([detections, p.gate.blobs(model_name, frame.orig_size, len(names) - 1)])
-        tracked = p.trackers[model_name].update(detections, frame.captured_at)
+            tracked = Detections.concat([tracked, p.gate.blobs(model_name, frame.orig_size, len(names) - 1)])
         w, h = frame.orig_size
         for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
             self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)

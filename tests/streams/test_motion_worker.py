@@ -89,7 +89,7 @@ def test_rodent_in_an_empty_kitchen_after_hours(tmp_path, after_hours_clip, demo
     events.extend(drain(bus))
 
     event = opened[0]
-    assert event.rule == "rodent_after_hours" and event.class_name == "motion"
+    assert event.rule == "rodent_after_hours" and event.class_name == "motion" and event.track_id == 0  # one track
     assert event.model.name == "kitchen-starter" and event.frame_size == (640, 360)
     x1, y1, x2, y2 = event.boxes[0].xyxy
     area = (x2 - x1) * (y2 - y1) / (640 * 360)
