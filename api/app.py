@@ -91,6 +91,15 @@ class CameraStatusOut(BaseModel):
     last_frame_at: datetime | None = None
     reconnects: int = 0
     last_error: str | None = None
+    motion_gate: str | None = None
+    frames_received: int = 0
+    frames_decoded: int = 0
+    frames_analysed: int = 0
+    frames_dropped_stale: int = 0
+    frames_replaced: int = 0
+    frames_dropped_late: int = 0
+    inference_skipped_still: int = 0
+    inference_skipped_schedule: int = 0
 
 
 class ModelStatusOut(BaseModel):

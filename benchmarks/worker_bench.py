@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -52,41 +50,37 @@ class RunResult:
 
 
 def machine() -> dict[str, object]:
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"]
-    import onnxruntime
+    """The machine the numbers were measured on (the capacity benchmark's description of it)."""
+    from benchmarks.capacity import machine as describe
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "flags": [f for f in wanted if f in flags],
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "av": av.__version__,
-    }
+    return describe()
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def make_clip(cache: Path, width: int, height: int, bitrate: str, gop: int, seconds: float) -> Path:
-    """The demo kitchen scenario at the camera size, encoded like a camera (fixed GOP, no B-frames)."""
-    from models.synthetic import DemoScene, render_demo_frames
+def make_clip(cache: Path, width: int, height: int, bitrate: str, gop: int, seconds: float,
+              scene: str = "busy") -> Path:
+    """A kitchen at the camera size, encoded like a camera (fixed GOP, no B-frames): the demo scenario
+    ("busy": people at work the whole time), or "after-hours": the empty kitchen, still but for a rodent
+    crossing it for 6 s of every 20."""
     from streams.testclip import encode_h264
 
-    path = cache / f"bench-{width}x{height}-{bitrate}-gop{gop}-{seconds:g}s.h264"
+    if scene == "busy":
+        from models.synthetic import DemoScene, render_demo_frames
+
+        path = cache / f"bench-{width}x{height}-{bitrate}-gop{gop}-{seconds:g}s.h264"
+        frames = render_demo_frames(seconds, 25, DemoScene(width, height))
+    elif scene == "after-hours":
+        from models.after_hours import AfterHoursScene, render_after_hours_frames
+
+        path = cache / f"bench-after-hours-{width}x{height}-{bitrate}-gop{gop}-{seconds:g}s.h264"
+        frames = render_after_hours_frames(seconds, 25, AfterHoursScene(width, height, period_s=20.0))
+    else:
+        raise ValueError(f"unknown scene {scene!r}: busy or after-hours")
     if not path.exists():
-        encode_h264(render_demo_frames(seconds, 25, DemoScene(width, height)), path, fps=25, gop=gop, bitrate=bitrate)
+        encode_h264(frames, path, fps=25, gop=gop, bitrate=bitrate)
     return path
 
 
@@ -165,6 +159,7 @@ class NaiveCamera(threading.Thread):
         self.url, self.model, self.interval, self.stop_event = url, model, 1.0 / fps, stop
         self.analysed: list[float] = []
         self.inference: list[float] = []
+        self.decoded = 0  # frames decoded (and converted): keeping up with the stream means its frame rate
 
     def run(self) -> None:
         options = {"rtsp_transport": "tcp", "timeout": "5000000"}
@@ -174,6 +169,7 @@ class NaiveCamera(threading.Thread):
                 if self.stop_event.is_set():
                     return
                 image = frame.to_ndarray(format="bgr24")
+                self.decoded += 1
                 if time.monotonic() >= next_due:
                     next_due += self.interval
                     t0 = time.perf_counter()

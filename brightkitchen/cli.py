@@ -467,6 +467,24 @@ def _add_model_prepare(models_sub: argparse._SubParsersAction) -> None:
     prepare.add_argument("-c", "--config", required=True)
     prepare.set_defaults(func=cmd_models_prepare)
 
+def cmd_bench_capacity(args: argparse.Namespace) -> int:
+    from benchmarks.capacity import run
+
+    return run(args, sys.argv[1:])
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.capacity import build_parser as capacity_parser
+
+    bench = sub.add_parser("bench", help="benchmarks of this box")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    parent = capacity_parser(add_help=False)
+    capacity = bench_sub.add_parser(
+        "capacity", parents=[parent], description=parent.description, formatter_class=parent.formatter_class,
+        help="how many cameras this box analyses on target, per configuration, with a progress bar",
+    )
+    capacity.set_defaults(func=cmd_bench_capacity)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brightkitchen", description="AI bright-kitchen monitoring (明厨亮灶)")
@@ -520,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_prepare(models_sub)
 
     _add_users_and_keys(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "BRIGHTKITCHEN__"
+# The class name of moving blobs found by a camera's motion measure (rules with `source: motion`).
+MOTION_CLASS = "motion"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -40,6 +42,16 @@ class ZoneConfig(Strict):
         return points
 
 
+class MotionConfig(Strict):
+    """How a camera tells a still frame from a moving one (compared with its previous analysed frame)."""
+
+    threshold: int = Field(25, ge=1, le=255, description="grey-level change (0-255) that counts a pixel as changed")
+    still_below: float = Field(
+        0.002, ge=0, le=1, description="a frame with less than this fraction of its pixels changed is still"
+    )
+    size: int = Field(160, ge=16, le=1920, description="long side in pixels of the image motion is measured on")
+
+
 class CameraConfig(Strict):
     id: Identifier
     name: str = ""
@@ -54,6 +66,13 @@ class CameraConfig(Strict):
         "none", description="live view: blur_faces blurs every face before the video leaves the server "
         "(decodes and re-encodes the stream)"
     )
+    decode: Literal["auto", "keyframes", "all_frames"] = Field(
+        "auto",
+        description="auto: keyframes only when the measured keyframe interval is at most the analysis period, "
+        "else every frame; keyframes: always keyframes only (the analysed rate is at most the keyframe rate); "
+        "all_frames: decode every frame, convert only the analysed ones",
+    )
+    motion: MotionConfig = MotionConfig()
 
     @property
     def display_name(self) -> str:
@@ -141,6 +160,38 @@ class RuleConfig(Strict):
     update_interval_s: float = Field(30.0, gt=0)
     require_no_class: list[str] = Field([], description="violation only when none of these is seen")
     cameras: list[Identifier] = Field([], description="camera ids; empty = every camera")
+    source: Literal["detector", "motion"] = Field(
+        "detector",
+        description="detector: the model's boxes of `classes`; motion: moving blobs (class `motion`), with the "
+        "model still run for require_no_class",
+    )
+    min_area: float = Field(0.0, ge=0, le=1, description="smallest box, as a fraction of the frame's area")
+    max_area: float = Field(1.0, gt=0, le=1, description="largest box, as a fraction of the frame's area")
+    skip_when_still: bool | None = Field(
+        None,
+        description="a still frame cannot start this violation, so inference may be skipped on it (the last "
+        "detections stand); default: true for motion rules, false otherwise. Inference is skipped only when "
+        "every rule on the camera allows it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _motion_classes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") == "motion" and "classes" not in data:
+            return {**data, "classes": [MOTION_CLASS]}
+        return data
+
+    @model_validator(mode="after")
+    def _motion_rule(self) -> RuleConfig:
+        if self.source == "motion" and self.classes != [MOTION_CLASS]:
+            raise ValueError(f"a motion rule's classes are [{MOTION_CLASS}] (moving blobs), got {self.classes}")
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        return self
+
+    @property
+    def skips_when_still(self) -> bool:
+        return self.skip_when_still if self.skip_when_still is not None else self.source == "motion"
 
 
 class StorageConfig(Strict):

@@ -23,3 +23,8 @@ INFERENCE_DROPPED = Counter(
 INFERENCE_RESTARTS = Counter("brightkitchen_inference_process_restarts_total", "Inference processes restarted",
                              ["model"])
 MODEL_SWAPS = Counter("brightkitchen_model_swaps_total", "Models replaced while running", ["model", "result"])
+INFERENCE_SKIPPED = Counter(
+    "brightkitchen_inference_skipped_total",
+    "Analysed frames whose inference the motion gate skipped (reason: still, schedule)",
+    ["camera", "reason"],
+)

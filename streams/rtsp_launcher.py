@@ -58,13 +58,14 @@ class RtspServerProcess:
     """
 
     def __init__(self, mounts: dict[str, Path], port: int | None = None, *, fps: float = 25.0,
-                 ready_timeout_s: float = 15.0) -> None:
+                 ready_timeout_s: float = 15.0, spread: bool = False) -> None:
         if not mounts:
             raise ValueError("at least one mount is needed")
         self.mounts = {("/" + mount.lstrip("/")): Path(path) for mount, path in mounts.items()}
         self.port = port if port is not None else free_port()
         self.fps = fps
         self.ready_timeout_s = ready_timeout_s
+        self.spread = spread  # mounts of one file start at different keyframes (cameras not in step)
         self._process: subprocess.Popen[str] | None = None
         self._output = _ServerOutput()
         self._paused = False
@@ -89,6 +90,8 @@ class RtspServerProcess:
         command = [str(SYSTEM_PYTHON), str(SERVER_SCRIPT), "--port", str(self.port), "--fps", str(self.fps)]
         for mount, path in self.mounts.items():
             command += ["--mount", f"{mount}={path}"]
+        if self.spread:
+            command.append("--spread")
         self._paused = False
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -81,6 +81,11 @@ def access_units(units: list[bytes]) -> list[tuple[bytes, bool]]:
 
 def load_loop(path: Path) -> list[bytes]:
     """Access units of an H.264 file, starting at its first IDR so every loop starts decodable."""
+    return [unit for unit, _ in load_loop_with_keyframes(path)]
+
+
+def load_loop_with_keyframes(path: Path) -> list[tuple[bytes, bool]]:
+    """Like load_loop, with each access unit's is-IDR flag."""
     data = path.read_bytes()
     if not data.startswith(START_CODE) and not data.startswith(b"\x00" + START_CODE):
         raise ValueError(f"{path} is not an H.264 Annex-B elementary stream (no start code)")
@@ -88,22 +93,23 @@ def load_loop(path: Path) -> list[bytes]:
     first_idr = next((index for index, (_, is_idr) in enumerate(units) if is_idr), None)
     if first_idr is None:
         raise ValueError(f"{path} has no IDR frame")
-    return [unit for unit, _ in units[first_idr:]]
+    return units[first_idr:]
 
 
 class LoopingFeeder:
     """Feeds one media pipeline's appsrc with the clip's access units, round and round."""
 
-    def __init__(self, units: list[bytes], fps: float) -> None:
+    def __init__(self, units: list[bytes], fps: float, start: int = 0) -> None:
         self.units = units
         self.fps = fps
+        self.start = start  # index of the access unit the loop starts at (an IDR)
         self.sent = 0
 
     def timestamp(self, index: int) -> int:
         return round(index * Gst.SECOND / self.fps)
 
     def on_need_data(self, appsrc: Gst.Element, _length: int) -> None:
-        buffer = Gst.Buffer.new_wrapped(self.units[self.sent % len(self.units)])
+        buffer = Gst.Buffer.new_wrapped(self.units[(self.start + self.sent) % len(self.units)])
         buffer.pts = buffer.dts = self.timestamp(self.sent)
         buffer.duration = self.timestamp(self.sent + 1) - buffer.pts
         self.sent += 1
@@ -113,10 +119,11 @@ class LoopingFeeder:
 class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
     """One mount: a pipeline per prepared media, shared by all of the mount's clients."""
 
-    def __init__(self, units: list[bytes], fps: float) -> None:
+    def __init__(self, units: list[bytes], fps: float, start: int = 0) -> None:
         super().__init__()
         self.units = units
         self.fps = fps
+        self.start = start
         fraction = Fraction(fps).limit_denominator(1001)
         caps = (f"video/x-h264,stream-format=byte-stream,alignment=au,"
                 f"framerate={fraction.numerator}/{fraction.denominator}")
@@ -131,7 +138,7 @@ class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
                            media: GstRtspServer.RTSPMedia) -> None:
         # A fresh pipeline starts its clock at zero, so its timestamps start at zero too.
         # The signal connection holds the feeder for as long as the pipeline lives.
-        feeder = LoopingFeeder(self.units, self.fps)
+        feeder = LoopingFeeder(self.units, self.fps, self.start)
         media.get_element().get_by_name("src").connect("need-data", feeder.on_need_data)
 
 
@@ -152,6 +159,8 @@ def main() -> int:
     parser.add_argument("--mount", type=parse_mount, action="append", default=[], metavar="/PATH=FILE.h264")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate the files are replayed at")
     parser.add_argument("--check", action="store_true", help="only check that GStreamer is usable")
+    parser.add_argument("--spread", action="store_true",
+                        help="start the mounts of one file at keyframes spread over it, so they are not in step")
     args = parser.parse_args()
 
     Gst.init(None)
@@ -171,13 +180,24 @@ def main() -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    loaded: dict[Path, tuple[list[bytes], list[int]]] = {}  # one copy of each file, however many mounts serve it
+    served: dict[Path, int] = {}
     for mount, path in args.mount:
         try:
-            units = load_loop(path)
+            if path not in loaded:
+                with_keyframes = load_loop_with_keyframes(path)
+                keyframes = [index for index, (_, is_idr) in enumerate(with_keyframes) if is_idr]
+                loaded[path] = ([unit for unit, _ in with_keyframes], keyframes)
         except (OSError, ValueError) as error:
             print(f"cannot serve {mount}: {error}", file=sys.stderr)
             return 1
-        mounts.add_factory(mount, LoopingFileFactory(units, args.fps))
+        units, keyframes = loaded[path]
+        start = 0
+        if args.spread:
+            count = sum(1 for m, p in args.mount if p == path)
+            nth = served[path] = served.get(path, -1) + 1
+            start = keyframes[nth * len(keyframes) // count]
+        mounts.add_factory(mount, LoopingFileFactory(units, args.fps, start))
         print(f"{mount}: {path} ({len(units)} frames at {args.fps:g} fps, looping)", file=sys.stderr)
 
     loop = GLib.MainLoop()

@@ -36,6 +36,8 @@ class CameraStatus:
     frames_dropped_stale: int
     keyframe_interval_s: float | None
     source_size: tuple[int, int] | None
+    frames_replaced: int = 0  # analysed frames replaced in the mailbox by a newer one before anyone took them
+    frames_dropped_late: int = 0  # due frames skipped (not decoded or converted): the reader was too far behind
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

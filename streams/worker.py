@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from brightkitchen.bus import Bus
-from brightkitchen.config import CameraConfig, Config, RuleConfig, SiteConfig
+from brightkitchen.config import MOTION_CLASS, CameraConfig, Config, RuleConfig, SiteConfig
 from brightkitchen.events import Box, Event, ModelRef, new_event_id, utc
 from brightkitchen.metrics import (
     BATCH_SIZE,
@@ -29,11 +29,14 @@ from brightkitchen.metrics import (
     EVENTS_PUBLISHED,
     FRAMES_ANALYSED,
     INFERENCE_SECONDS,
+    INFERENCE_SKIPPED,
 )
 from brightkitchen.snapshots import SnapshotStore
 from models.feedback import encode_raw_frame, raw_frame_key
 from streams.detectors import LoadedModel, load_models
 from streams.model_watch import ModelWatcher
+from streams.motion_gate import MotionGate
+from streams.publisher import EventPublisher
 from streams.reader import CameraReader, Frame
 from vision.detections import Detections
 from vision.draw import annotate
@@ -79,6 +82,8 @@ def build_rule(rule: RuleConfig, site: SiteConfig, camera: CameraConfig) -> Rule
         close_after_s=rule.close_after_s,
         update_interval_s=rule.update_interval_s,
         require_no_class=frozenset(rule.require_no_class),
+        min_area=rule.min_area,
+        max_area=rule.max_area,
     )
 
 
@@ -93,6 +98,7 @@ class CameraPipeline:
     open: dict[tuple[str, int], Event] = field(default_factory=dict)
     last_frame_at: float = 0.0
     last_frame: Frame | None = None
+    gate: MotionGate | None = None
 
 
 class WorkerStats:
@@ -124,32 +130,29 @@ class Worker:
         # Models this worker loaded (or swapped in) are closed when it stops; the caller's stay open.
         self._owned_models = {id(m) for m in self.models.values()} if models is None else set()
         self.stats = WorkerStats()
+        # Snapshots and bus publishing run in their own thread, so the loop never waits for them.
+        self.publisher = EventPublisher(bus, self._render_snapshot, self._published)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader_factory = reader_factory
         self._camera_lock = threading.Lock()  # cameras start and stop between ticks
         self._held: dict[str, CameraPipeline] = {}  # configured cameras not running (see hold_cameras)
         frame_size = max(m.detector.input_size for m in self.models.values())
+        self._frame_size = frame_size
         self.pipelines: list[CameraPipeline] = []
         for site, camera in config.cameras():
             rules = config.rules_for(camera)
             by_model: dict[str, list[Rule]] = {}
+            gated: dict[str, list[tuple[Rule, RuleConfig]]] = {}
             for r in rules:
                 names = self.models[r.model].names
-                unknown = sorted((set(r.classes) | set(r.require_no_class)) - set(names))
+                yields = set(names) | ({MOTION_CLASS} if r.source == "motion" else set())
+                unknown = sorted((set(r.classes) | set(r.require_no_class)) - yields)
                 if unknown:
                     raise ValueError(f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {names}")
                 by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
-            reader = reader_factory(
-                camera.id,
-                camera.url,
-                analysis_fps=camera.analysis_fps,
-                frame_size=frame_size,
-                open_timeout_s=config.worker.open_timeout_s,
-                read_timeout_s=config.worker.read_timeout_s,
-                backoff_max_s=config.worker.backoff_max_s,
-                loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
-            )
+                gated.setdefault(r.model, []).append((by_model[r.model][-1], r))
+            reader = self._new_reader(camera)
             self.pipelines.append(
                 CameraPipeline(
                     site=site,
@@ -158,6 +161,7 @@ class Worker:
                     trackers={m: IouTracker() for m in by_model},
                     engines={m: RuleEngine(rs) for m, rs in by_model.items()},
                     rule_titles={r.name: r.title for r in rules},
+                    gate=MotionGate(camera, gated) if gated else None,
                 )
             )
         self.watcher = ModelWatcher(config, self.models, frame_size=frame_size)
@@ -165,6 +169,7 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.publisher.start()
         for p in self.pipelines:
             p.reader.start()
         self._thread = threading.Thread(target=self._run, name="worker-loop", daemon=True)
@@ -182,6 +187,8 @@ class Worker:
             for model, engine in p.engines.items():
                 for rule_event in engine.flush(now):
                     self._emit(p, model, None, rule_event, now)
+        self.publisher.stop()
+        for p in self.pipelines:
             p.reader.stop()
         for loaded in self.models.values():
             if id(loaded) in self._owned_models:
@@ -215,8 +222,11 @@ class Worker:
                 ready.append((p, frame))
             elif p.open and now - p.last_frame_at > SILENT_CAMERA_S:
                 self._feed_silence(p, now)
+        for p, f in ready:
+            if p.gate is not None:
+                p.gate.observe(f)
         for model_name, model in self.models.items():
-            batch = [(p, f) for p, f in ready if model_name in p.engines]
+            batch = [(p, f) for p, f in ready if model_name in p.engines and not self._skipped(p, model_name, f)]
             if batch:
                 self._analyse(model_name, model, batch)
         for p, f in ready:
@@ -234,17 +244,41 @@ class Worker:
         BATCH_SIZE.labels(model_name).observe(len(batch))
         self.stats.inference_s.append(elapsed)
         self.stats.batch_sizes.append(len(batch))
-        names = model.names
         for (p, frame), detections in zip(batch, results, strict=True):
             if detections is None:  # its inference process died or hung: counted as dropped there
                 self.stats.frames_dropped += 1
                 continue
             if model.classifiers:
                 detections = model.classify(detections, frame.full_bgr)
-            tracked = p.trackers[model_name].update(detections, frame.captured_at)
-            w, h = frame.orig_size
-            for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
-                self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+            self._apply_rules(p, model_name, frame, detections)
+
+    def _apply_rules(self, p: CameraPipeline, model_name: str, frame: Frame, detections: Detections) -> None:
+        """Track one frame's detections (plus its moving blobs, for motion rules) and run the rules."""
+        names = self._names(p, model_name)
+        tracked = p.trackers[model_name].update(detections, frame.captured_at)
+        if p.gate is not None:
+            p.gate.last_detections[model_name] = detections
+            tracked = Detections.concat([tracked, p.gate.blobs(model_name, frame.orig_size, len(names) - 1)])
+        w, h = frame.orig_size
+        for rule_event in p.engines[model_name].process(tracked, names, frame.captured_at, w, h):
+            self._emit(p, model_name, (frame, tracked), rule_event, frame.captured_at)
+
+    def _skipped(self, p: CameraPipeline, model_name: str, frame: Frame) -> bool:
+        """Whether the motion gate lets this frame go without inference; if so the rules still see it."""
+        reason = p.gate.skip_reason(model_name, frame.captured_at) if p.gate is not None else None
+        if reason is None:
+            return False
+        p.gate.skipped[reason] += 1
+        INFERENCE_SKIPPED.labels(p.camera.id, reason).inc()
+        self._apply_rules(p, model_name, frame, p.gate.last_detections[model_name])
+        return True
+
+    def _names(self, p: CameraPipeline, model_name: str) -> list[str]:
+        """Class names of what the rules of this camera see from a model: its own, then moving blobs."""
+        names = self.models[model_name].names
+        if p.gate is not None and model_name in p.gate.motion_models:
+            return [*names, MOTION_CLASS]
+        return names
 
     def _swap_models(self) -> None:
         """Between two batches: run the models the watcher loaded and checked instead of the old ones."""
@@ -269,7 +303,7 @@ class Worker:
     def _feed_silence(self, p: CameraPipeline, now: float) -> None:
         for model_name, engine in p.engines.items():
             w, h = p.last_frame.orig_size if p.last_frame else (0, 0)
-            for rule_event in engine.process(Detections.empty(), self.models[model_name].names, now, w, h):
+            for rule_event in engine.process(Detections.empty(), self._names(p, model_name), now, w, h):
                 self._emit(p, model_name, None, rule_event, now)
 
     # -- events ----------------------------------------------------------------------------------
@@ -306,8 +340,6 @@ class Worker:
                 frame_size=seen[0].orig_size if seen else (0, 0),
                 model=ModelRef(name=model_name, version=model.version),
             )
-            if seen is not None:
-                event.snapshot, event.snapshot_sha256 = self._snapshot(p, event, *seen, highlight=rule_event)
         else:
             event = previous.model_copy(
                 update={
@@ -323,7 +355,15 @@ class Worker:
             p.open.pop(key, None)
         else:
             p.open[key] = event
-        self.bus.publish(event)
+        job = (p, seen, rule_event) if event.phase == "open" and seen is not None else None
+        self.publisher.submit(event, frame_time, job)
+
+    def _render_snapshot(self, event: Event, job: tuple[CameraPipeline, tuple[Frame, Detections], RuleEvent]
+                         ) -> tuple[str, str]:
+        p, seen, rule_event = job
+        return self._snapshot(p, event, *seen, highlight=rule_event)
+
+    def _published(self, event: Event, frame_time: float) -> None:
         EVENTS_PUBLISHED.labels(event.rule, event.phase).inc()
         self.stats.events_published += 1
         if event.phase == "open":
@@ -336,7 +376,7 @@ class Worker:
     def _snapshot(
         self, p: CameraPipeline, event: Event, frame: Frame, detections: Detections, highlight: RuleEvent
     ) -> tuple[str, str]:
-        names = self.models[event.model.name].names
+        names = self._names(p, event.model.name)
         # Full-resolution colour conversion happens only here, for the frames that become evidence.
         full = frame.full_bgr()
         if self.config.storage.keep_raw_frames:  # the frame without drawings, for the retraining set
@@ -375,10 +415,11 @@ class Worker:
             pipeline = CameraPipeline(
                 site=held.site,
                 camera=held.camera,
-                reader=self._new_reader(held.camera),  # a reader thread runs only once
+                reader=self._new_reader(held.camera),
                 trackers={m: IouTracker() for m in held.trackers},
                 engines={m: RuleEngine(e.rules) for m, e in held.engines.items()},
                 rule_titles=held.rule_titles,
+                gate=MotionGate(held.camera, held.gate.rules) if held.gate is not None else None,
             )
             pipeline.reader.start()
             self.pipelines = [*self.pipelines, pipeline]
@@ -402,16 +443,18 @@ class Worker:
         return True
 
     def _new_reader(self, camera: CameraConfig) -> CameraReader:
-        # The same reader as __init__ builds for the camera.
+        """A new (not started) reader for a camera: a reader thread runs only once."""
         return self._reader_factory(
             camera.id,
             camera.url,
             analysis_fps=camera.analysis_fps,
-            frame_size=max(m.detector.input_size for m in self.models.values()),
+            frame_size=self._frame_size,
             open_timeout_s=self.config.worker.open_timeout_s,
             read_timeout_s=self.config.worker.read_timeout_s,
             backoff_max_s=self.config.worker.backoff_max_s,
             loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
+            decode=camera.decode,
+            max_lag_s=self.config.worker.frame_max_age_s,
         )
 
     # -- status ----------------------------------------------------------------------------------
@@ -433,6 +476,9 @@ class Worker:
                 site=p.site.id,
                 url=redact_url(p.camera.url),
                 last_frame_at=utc(last) if last else None,
+                motion_gate=p.gate.description if p.gate is not None else "off: no rules",
+                inference_skipped_still=p.gate.skipped["still"] if p.gate is not None else 0,
+                inference_skipped_schedule=p.gate.skipped["schedule"] if p.gate is not None else 0,
             )
             out.append(status)
         return out

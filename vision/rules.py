@@ -1,7 +1,8 @@
 """The rules engine: tracked detections in, violation lifecycle events (open / updated / closed) out.
 
 Rules are data. A track violates a rule in a frame when its class is one of the rule's classes, its
-score reaches min_score, its box is in one of the rule's zones, the schedule is active and none of the
+score reaches min_score, its box's area (a fraction of the frame's) is within min_area..max_area, its
+box is in one of the rule's zones, the schedule is active and none of the
 require_no_class classes is in the frame. A violation opens once the track has violated for
 min_duration_s (gaps shorter than close_after_s do not break it) and closes after close_after_s without
 violating. One engine holds the state of one camera.
@@ -52,6 +53,8 @@ class Rule:
     update_interval_s: float = 30.0
     require_no_class: frozenset[str] = frozenset()
     zone_anchor: Anchor = "center"  # point of a box that must be in a zone; rule classes are mostly small
+    min_area: float = 0.0  # box area as a fraction of the frame's: size filters, e.g. for moving blobs
+    max_area: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", frozenset(self.classes))
@@ -68,6 +71,8 @@ class Rule:
                 raise ValueError(f"rule {self.name!r}: {key} must be >= 0, got {getattr(self, key)}")
         if self.close_after_s == 0:
             raise ValueError(f"rule {self.name!r}: close_after_s must be > 0")
+        if not 0.0 <= self.min_area < self.max_area <= 1.0:
+            raise ValueError(f"rule {self.name!r}: need 0 <= min_area < max_area <= 1")
         if self.zone_anchor not in ("bottom_center", "center"):
             raise ValueError(f"rule {self.name!r}: zone_anchor must be 'bottom_center' or 'center'")
 
@@ -171,6 +176,10 @@ class RuleEngine:
             return np.zeros(0, dtype=np.int64)
         mask = np.array([label in rule.classes for label in labels], dtype=bool)
         mask &= detections.scores >= rule.min_score
+        if (rule.min_area > 0.0 or rule.max_area < 1.0) and mask.any() and frame_w > 0 and frame_h > 0:
+            sides = (detections.xyxy[:, 2:] - detections.xyxy[:, :2]).clip(0)
+            area = sides[:, 0] * sides[:, 1] / float(frame_w * frame_h)
+            mask &= (area >= rule.min_area) & (area <= rule.max_area)
         if rule.zones and mask.any():
             in_zone = np.zeros(len(detections), dtype=bool)
             for zone in rule.zones:

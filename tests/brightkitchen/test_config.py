@@ -124,4 +124,5 @@ def test_demo_config_is_valid(tmp_path):
 
     config = demo_config(tmp_path, "rtsp://127.0.0.1:1/kitchen-1")
     assert config.sites[0].cameras[0].url == "rtsp://127.0.0.1:1/kitchen-1"
-    assert {r.name for r in config.rules} == {"no_hat", "no_mask", "smoking", "rodent", "bare_hand_food", "phone"}
+    assert {r.name for r in config.rules} == {"no_hat", "no_mask", "smoking", "rodent", "rodent_after_hours",
+                                              "bare_hand_food", "phone"}

@@ -159,3 +159,18 @@ def test_reader_rejects_bad_settings(options) -> None:
     settings = {"analysis_fps": 1.0, "frame_size": 320, **options}
     with pytest.raises(ValueError):
         CameraReader("c1", "rtsp://127.0.0.1/x", **settings)
+
+
+def test_policy_with_decode_set_in_config_keeps_its_mode_and_says_what_it_costs() -> None:
+    keyframes = DecodePolicy(analysis_fps=1.0, decode="keyframes")
+    assert keyframes.mode == "keyframes" and "decode: keyframes set in the camera's config" in keyframes.reason
+    for t in (0.0, 2.0, 4.0):  # a 2 s GOP: keyframes only give 0.5 fps of the 1 fps asked
+        keyframes.observe(t, is_keyframe=True)
+    assert keyframes.mode == "keyframes" and "allows at most 0.5 fps of the 1 asked" in keyframes.reason
+    every = DecodePolicy(analysis_fps=1.0, decode="all_frames")
+    for frame in range(51):
+        every.observe(frame * 0.04, is_keyframe=frame % 25 == 0)
+    assert every.mode == "all_frames" and every.keyframe_interval_s == pytest.approx(1.0)
+    assert "decoding all frames" in every.reason and "would allow keyframes only" in every.reason
+    with pytest.raises(ValueError, match="decode must be one of"):
+        DecodePolicy(analysis_fps=1.0, decode="sometimes")

@@ -1,0 +1,123 @@
+"""The capacity benchmark runs on a tiny setting and its counts agree with each other (no timing thresholds)."""
+
+import json
+
+import cv2
+import pytest
+
+from benchmarks.capacity import (
+    RESULTS_BEGIN,
+    RESULTS_END,
+    Row,
+    Step,
+    configuration,
+    consistency,
+    main,
+    ramp,
+    write_results,
+)
+
+
+@pytest.mark.usefixtures("rtsp_server")  # skips (or fails on CI) when no RTSP server can run
+def test_capacity_benchmark_tiny_run(tmp_path, capsys):
+    results, plot = tmp_path / "RESULTS.md", tmp_path / "capacity.png"
+    results.write_text("# Benchmark results\n\n## Another benchmark\n\nits numbers\n")
+    args = ["--configs", "naive,fp32,fp32-all-frames,int8,openvino", "--streams", "1M/25", "--size", "640x360",
+            "--start", "2", "--max-cameras", "2", "--seconds", "5", "--warmup", "2", "--clip-seconds", "10",
+            "--cache", str(tmp_path), "--plot", str(plot), "--write-results", str(results), "--json",
+            "--no-progress"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    rows = {r["configuration"]: r for r in report["rows"]}
+    assert list(rows) == ["naive", "fp32", "fp32-all-frames", "int8", "openvino"]
+
+    # Configurations the service cannot run yet say so instead of running something else.
+    for name in ("int8", "openvino"):
+        if not rows[name]["available"]:
+            assert rows[name]["note"].startswith("not available") and not rows[name]["steps"]
+
+    ran = [r for r in rows.values() if r["available"]]
+    assert {"naive", "fp32", "fp32-all-frames"} <= {r["configuration"] for r in ran}
+    for row in ran:
+        # --start 2 --max-cameras 2: one step at 2 cameras, and one at 1 if that failed (a busy box)
+        counts = [s["cameras"] for s in row["steps"]]
+        assert counts in ([2], [1, 2])
+        step = row["steps"][-1]
+        assert step["seconds"] >= 5
+        assert 0 <= step["fps_min"] <= step["fps_mean"] <= step["fps_max"] and step["received_fps_min"] > 0
+        assert step["service_cpu"] > 0 and step["server_cpu"] > 0 and step["rss_mb"] > 0 and step["other_cpu"] >= 0
+        assert row["max_cameras"] == max([s["cameras"] for s in row["steps"] if s["passed"]], default=0)
+        assert step["passed"] == (not step["problems"]) and (len(counts) == 1) == step["passed"]
+        if row["configuration"] == "naive":
+            assert step["decode_modes"] == {"all_frames": 2} and step["latency_p95_s"] is None
+            continue
+        # Frames: the worker's = the API's metrics, readers' = analysed + stale + replaced;
+        # events: published = stored = streamed by the API.
+        assert step["consistency"] == []
+        assert step["events_published"] == step["events_stored"] == step["events_streamed"] > 0
+        if step["latency_events"]:
+            assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
+    assert rows["fp32"]["steps"][-1]["decode_modes"] == {"keyframes": 2}
+    assert rows["fp32-all-frames"]["steps"][-1]["decode_modes"] == {"all_frames": 2}
+
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\n## Another benchmark\n\nits numbers\n")
+    assert text.count(RESULTS_BEGIN.format("")) == 1 and text.count(RESULTS_END.format("")) == 1
+    assert "| naive | 360p 1Mb/s GOP 1 s |" in text and report["machine"]["cpu"] in text
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape[0] > 100
+
+
+def test_results_section_is_replaced_not_repeated(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nkept\n")
+    write_results(results, "first run", None)
+    write_results(results, "still kitchen", None, "after-hours")
+    write_results(results, "second run", None)
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\nkept\n")
+    assert "second run" in text and "first run" not in text and text.count(RESULTS_BEGIN.format("")) == 1
+    assert "still kitchen" in text and "after hours (an empty kitchen)" in text
+
+
+@pytest.mark.parametrize(("limit", "resolution", "best", "counts"), [
+    (37, 8, 32, [8, 16, 32, 40, 48, 64]),
+    (37, 4, 36, [8, 16, 32, 36, 40, 48, 64]),
+    (3, 8, 3, [2, 3, 4, 8]),
+    (500, 8, 160, [8, 16, 32, 64, 128, 160]),
+    (0, 8, 0, [1, 2, 4, 8]),
+])
+def test_ramp_doubles_then_bisects(limit, resolution, best, counts):
+    def run(n: int) -> Step:
+        return Step(n, n <= limit, [] if n <= limit else ["too many"])
+
+    steps = ramp(run, 8, 160, resolution)
+    row = Row("x", "", "s", steps=steps)
+    assert [s.cameras for s in steps] == counts and row.max_cameras == best
+
+
+def test_consistency_flags_counts_that_disagree():
+    class Stream:
+        received = [(0.0, {})] * 3
+
+    drained = {"frames_analysed": {"cam-000": 10}, "events_published": 3, "events_stored": 3}
+    metrics = ('brightkitchen_frames_analysed_total{camera="cam-000"} 10.0\n'
+               'brightkitchen_events_stored_total{phase="open"} 2.0\n'
+               'brightkitchen_events_stored_total{phase="closed"} 1.0\n')
+    cameras = [{"id": "cam-000", "frames_analysed": 13, "frames_dropped_stale": 2, "frames_replaced": 1}]
+    assert consistency(drained, {"metrics": metrics, "cameras": cameras}, Stream()) == []
+    lost = [{**cameras[0], "frames_analysed": 15}]
+    assert "reader delivered 15 frames" in consistency(drained, {"metrics": metrics, "cameras": lost}, Stream())[0]
+    fewer = metrics.replace('{phase="closed"} 1.0', '{phase="closed"} 0.0')
+    assert "events: published 3" in consistency(drained, {"metrics": fewer, "cameras": cameras}, Stream())[0]
+
+
+def test_configurations_are_config_overrides():
+    assert configuration("fp32").model == {"provider": "cpu", "precision": "fp32"}
+    assert configuration("int8-all-frames").camera == {"decode": "all_frames"}
+    assert configuration("naive").naive
+    with pytest.raises(ValueError, match="unknown configuration"):
+        configuration("fp64")
+    with pytest.raises(ValueError, match="naive design always decodes every frame"):
+        configuration("naive-all-frames")

@@ -1,0 +1,59 @@
+"""Events leave the worker in order, with their snapshots, from the publisher's own thread."""
+
+import threading
+import time
+
+from brightkitchen.bus import InProcessBus
+from brightkitchen.events import Event, ModelRef, new_event_id, utc
+from streams.publisher import EventPublisher
+
+
+def event(event_id: str, phase: str, revision: int) -> Event:
+    now = utc(time.time())
+    return Event(id=event_id, revision=revision, phase=phase, rule="r", site="s", camera="c", class_name="x",
+                 track_id=1, score=0.9, started_at=now, updated_at=now, boxes=[], frame_size=(4, 4),
+                 model=ModelRef(name="m", version="1"))
+
+
+def drain(bus: InProcessBus, n: int) -> list[Event]:
+    out = []
+    while len(out) < n and (e := bus.receive(5.0)) is not None:
+        out.append(e)
+    return out
+
+
+def test_slow_snapshots_do_not_hold_the_caller_and_revisions_keep_their_order_and_snapshot():
+    bus = InProcessBus()
+    release = threading.Event()
+    published: list[tuple[str, int]] = []
+
+    def snapshot(e: Event, job: str) -> tuple[str, str]:
+        release.wait(10)  # a slow disk
+        return f"{job}.jpg", "sha"
+
+    publisher = EventPublisher(bus, snapshot, lambda e, t: published.append((e.id, e.revision)))
+    publisher.start()
+    a, b = new_event_id(), new_event_id()
+    started = time.monotonic()
+    publisher.submit(event(a, "open", 1), 0.0, "a")
+    publisher.submit(event(a, "updated", 2), 0.0)
+    publisher.submit(event(b, "open", 1), 0.0, "b")
+    publisher.submit(event(a, "closed", 3), 0.0)
+    assert time.monotonic() - started < 1.0 and bus.receive(0.2) is None  # nothing out before its snapshot
+    release.set()
+    out = drain(bus, 4)
+    publisher.stop()
+    assert [(e.id, e.revision) for e in out] == [(a, 1), (a, 2), (b, 1), (a, 3)] == published
+    assert [e.snapshot for e in out] == ["a.jpg", "a.jpg", "b.jpg", "a.jpg"]
+
+
+def test_a_failed_snapshot_still_publishes_the_event_and_without_the_thread_it_publishes_at_once():
+    bus = InProcessBus()
+
+    def broken(e: Event, job: object) -> tuple[str, str]:
+        raise OSError("disk full")
+
+    publisher = EventPublisher(bus, broken, lambda e, t: None)
+    publisher.submit(event(new_event_id(), "open", 1), 0.0, "job")  # not started: handled in the caller
+    (out,) = drain(bus, 1)
+    assert out.phase == "open" and out.snapshot is None
