@@ -387,10 +387,13 @@ class CameraReader(threading.Thread):
     def _open(self) -> av.container.InputContainer:
         options = {}
         if self.live:
-            options = {"rtsp_transport": "tcp", "timeout": str(int(self.open_timeout_s * 1e6))}
+            # The read timeout is FFmpeg's own socket timeout, not PyAV's: PyAV checks its timeouts in
+            # a callback that takes the GIL many times per packet, and with dozens of cameras the reader
+            # threads then spend their time waiting for the GIL instead of reading.
+            options = {"rtsp_transport": "tcp", "timeout": str(int(self.read_timeout_s * 1e6))}
         started = time.monotonic()
         try:
-            return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
+            return av.open(self.url, options=options, timeout=(self.open_timeout_s, None))
         except (av.error.FFmpegError, OSError) as error:
             elapsed = time.monotonic() - started
             raise SourceError(describe_error(error, phase="open", timeout_s=self.open_timeout_s,
