@@ -1,0 +1,50 @@
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streams.convert import to_analysis_bgr
+
+
+def kitchen_like(width: int, height: int) -> np.ndarray:
+    """Smooth gradients plus sharp edges and text, in colour: what a camera frame has."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 255, width, dtype=np.float32)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    image = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
+                      (x + y) / 2], axis=2).astype(np.uint8)
+    for _ in range(30):
+        x0, y0 = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.rectangle(image, (x0, y0), (x0 + 90, y0 + 60), colour, -1)
+        cv2.putText(image, "BK", (x0, y0 + 50), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 3)
+    return image
+
+
+def frame_of(image: np.ndarray, pixel_format: str) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format=pixel_format)
+
+
+def libswscale(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    return frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
+
+
+def test_420_frames_shrink_to_what_libswscale_gives():
+    frame = frame_of(kitchen_like(1920, 1080), "yuv420p")
+    image = to_analysis_bgr(frame, 320, 180)
+    reference = libswscale(frame, 320, 180)
+    assert image.shape == (180, 320, 3) and image.dtype == np.uint8
+    difference = np.abs(image.astype(np.int16) - reference)
+    assert difference.mean() < 2.0  # chroma siting differs a little; shapes and colours do not
+    assert np.percentile(difference, 99) < 40
+
+
+@pytest.mark.parametrize(("pixel_format", "size", "target"), [
+    ("nv12", (1920, 1080), (320, 180)),  # another layout
+    ("yuvj420p", (1280, 720), (320, 180)),  # full range
+    ("yuv420p", (1000, 562), (320, 180)),  # rows not a multiple of four
+    ("yuv420p", (640, 360), (640, 360)),  # already at analysis size
+])
+def test_other_frames_take_libswscale(pixel_format, size, target):
+    frame = frame_of(kitchen_like(*size), pixel_format)
+    np.testing.assert_array_equal(to_analysis_bgr(frame, *target), libswscale(frame, *target))
