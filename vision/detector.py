@@ -16,7 +16,7 @@ import numpy as np
 
 from vision.detections import Detections
 from vision.nms import batched_nms
-from vision.preprocess import LetterboxInfo, letterbox, to_blob
+from vision.preprocess import LetterboxInfo, letterbox, rect_canvas, to_blob
 from vision.quantize import Calibration
 from vision.runtime import (
     BatchRunner,
@@ -31,6 +31,7 @@ from vision.runtime import (
 )
 
 MAX_DETECTIONS = 300
+DEFAULT_STRIDE = 32  # YOLO's largest stride, when the model does not say
 
 
 class YoloDetector:
@@ -49,9 +50,11 @@ class YoloDetector:
         plan: RuntimePlan | None = None,
         cache_dir: str | Path | None = None,
         calibration: Calibration | None = None,
+        rect: bool = True,
     ) -> None:
         """plan (from vision.runtime.plan_runtime) overrides provider and precision; int8 and CUDA fp16
-        keep their converted file in cache_dir, and int8 calibrates on calibration when it makes one."""
+        keep their converted file in cache_dir, and int8 calibrates on calibration when it makes one.
+        rect=False keeps the full square input even where the model would take a smaller canvas."""
         self.path = Path(path)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
@@ -64,6 +67,11 @@ class YoloDetector:
             raise ModelLoadError(f"{self.path}: no class names given and none in the model's metadata")
         self._names = list(names)
         self._input_size = square_input_size(self._model, input_size)
+        # Free height and width: run each batch on the smallest stride-multiple canvas that holds it.
+        # Not on TensorRT, which would build an engine for every new shape.
+        free = not all(isinstance(d, int) for d in self._model.input_shape[2:])
+        self._rect = rect and free and self.plan.provider != "tensorrt"
+        self._stride = int(metadata(self._model).get("stride", DEFAULT_STRIDE))
         self._runner = BatchRunner(self._model, max_batch)
         self._end_to_end = self._end_to_end_layout(self._model.output_shape, metadata(self._model).get("end2end"))
 
@@ -96,6 +104,11 @@ class YoloDetector:
         return list(self._names)
 
     @property
+    def rect(self) -> bool:
+        """Whether batches run on the smallest canvas that holds them rather than the full square."""
+        return self._rect
+
+    @property
     def input_size(self) -> int:
         return self._input_size
 
@@ -125,9 +138,13 @@ class YoloDetector:
             return []
         if orig_sizes is not None and len(orig_sizes) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(orig_sizes)} original sizes")
+        canvas = None
+        if self._rect:
+            canvas = rect_canvas([(f.shape[1], f.shape[0]) for f in frames], self._input_size, self._stride)
         boxed, infos = [], []
         for i, frame in enumerate(frames):
-            image, info = letterbox(frame, self._input_size, orig_sizes[i] if orig_sizes is not None else None)
+            orig = orig_sizes[i] if orig_sizes is not None else None
+            image, info = letterbox(frame, self._input_size, orig, canvas=canvas)
             boxed.append(image)
             infos.append(info)
         output = self._runner.run(to_blob(boxed))

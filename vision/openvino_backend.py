@@ -7,6 +7,7 @@ Imported only when a plan picks OpenVINO, so the package stays optional for onnx
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,35 +34,54 @@ class OpenVinoModel:
         if shape.rank.get_length() != 4:
             raise ModelLoadError(f"expected a 4-D NCHW image input, got shape {shape}")
         self.input_shape: list[int | str | None] = [d.get_length() if d.is_static else None for d in shape]
-        size = _square_size(self.input_shape, self.metadata)
-        if size is not None and (self.input_shape[2] is None or self.input_shape[3] is None):
-            # Static spatial axes let OpenVINO fold the anchor arithmetic and pick its kernels once.
-            batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else -1
-            model.reshape([batch, 3, size, size])
-            self.input_shape = [self.input_shape[0], 3, size, size]
-        config = {
+        self._core, self._model = core, model
+        self._config = {
             "INFERENCE_PRECISION_HINT": HINTS[plan.precision],
             "PERFORMANCE_HINT": "LATENCY",
             # Pinned threads of several processes (or of other programs) end up on one core.
             "ENABLE_CPU_PINNING": False,
         }
         if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        try:
-            self._compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:
-            raise ModelLoadError(f"OpenVINO cannot compile {self.path}: {exc}") from exc
-        out_shape = self._compiled.outputs[0].get_partial_shape()
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        # One compiled model per input height and width: static spatial axes let OpenVINO fold the anchor
+        # arithmetic and pick its kernels once. The square (when known) is compiled now, so a model that
+        # does not compile is refused at load; the canvases of other frame shapes when they first come.
+        self._requests: dict[tuple[int, int], Any] = {}
+        size = _square_size(self.input_shape, self.metadata)
+        self._compiled = None
+        if size is not None:
+            self._request_for(size, size)
+        out_shape = (self._compiled or self._compile(None)).outputs[0].get_partial_shape()
         self.output_shape: list[int | str | None] = [d.get_length() if d.is_static else None for d in out_shape]
-        self._request = self._compiled.create_infer_request()
+
+    def _compile(self, spatial: tuple[int, int] | None) -> Any:
+        model = self._model
+        if spatial is not None and (self.input_shape[2] is None or self.input_shape[3] is None):
+            model = model.clone()
+            batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else -1
+            model.reshape([batch, 3, *spatial])
+        try:
+            return self._core.compile_model(model, "CPU", self._config)
+        except Exception as exc:
+            raise ModelLoadError(f"OpenVINO cannot compile {self.path} for input {spatial}: {exc}") from exc
+
+    def _request_for(self, height: int, width: int) -> Any:
+        request = self._requests.get((height, width))
+        if request is None:
+            compiled = self._compile((height, width))
+            self._compiled = self._compiled or compiled
+            request = self._requests[(height, width)] = compiled.create_infer_request()
+        return request
 
     @property
     def providers(self) -> list[str]:
-        return [f"OpenVINO CPU ({self._compiled.get_property('INFERENCE_PRECISION_HINT')})"]
+        compiled = self._compiled or self._compile(None)
+        return [f"OpenVINO CPU ({compiled.get_property('INFERENCE_PRECISION_HINT')})"]
 
     def run(self, blob: np.ndarray) -> np.ndarray:
-        self._request.infer({0: np.ascontiguousarray(blob, dtype=np.float32)})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        request = self._request_for(*blob.shape[2:])
+        request.infer({0: np.ascontiguousarray(blob, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def _rt_metadata(model) -> dict[str, str]:  # noqa: ANN001 - openvino.Model

@@ -1,6 +1,10 @@
-"""Letterboxing frames to a square model input and mapping boxes back to camera pixels.
+"""Letterboxing frames to the model input and mapping boxes back to camera pixels.
 
-The content is centred in the square (as ultralytics does at prediction time, so results match its own
+The input is the model's square, or, for models whose input height and width are free, the smallest
+canvas in multiples of the model's stride that holds the frame (what ultralytics' own predictor does):
+most of a square around a 16:9 frame is padding the network would compute over for nothing.
+
+The content is centred (as ultralytics does at prediction time, so results match its own
 evaluation) with integer padding, so the mapping back is an exact affine inverse. Frames that already fit
 in the square (a reader that converted straight to model size) are only padded, never upscaled; the
 scale then comes from the original camera size the caller passes, not from the shrunk frame.
@@ -54,12 +58,14 @@ def letterbox(
     size: int,
     orig_size: tuple[int, int] | None = None,
     pad_value: int = 114,
+    canvas: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, LetterboxInfo]:
     """Fit an image into a size x size square, keeping its aspect ratio, padding equally on both sides.
 
     orig_size is the (width, height) of the camera frame the image was shrunk from; None means the image
     is the camera frame itself. Images larger than the square are shrunk so the long side equals size;
-    smaller ones are padded only.
+    smaller ones are padded only. canvas, a (width, height) no larger than the square that holds the
+    shrunk image (see rect_canvas), replaces the square.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
@@ -68,21 +74,40 @@ def letterbox(
     if orig_w <= 0 or orig_h <= 0:
         raise ValueError(f"original size must be positive, got {orig_w}x{orig_h}")
 
-    if max(w, h) > size:
-        r = size / max(w, h)
-        new_w, new_h = max(1, round(w * r)), max(1, round(h * r))
+    new_w, new_h = fitted_size(w, h, size)
+    if (new_w, new_h) != (w, h):
         image_bgr = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    else:
-        new_w, new_h = w, h
+    canvas_w, canvas_h = canvas or (size, size)
+    if new_w > canvas_w or new_h > canvas_h:
+        raise ValueError(f"a {canvas_w}x{canvas_h} canvas cannot hold a {new_w}x{new_h} image")
 
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    if new_w == size and new_h == size:
+    pad_x, pad_y = (canvas_w - new_w) // 2, (canvas_h - new_h) // 2
+    if new_w == canvas_w and new_h == canvas_h:
         out = np.ascontiguousarray(image_bgr)
     else:
-        out = np.full((size, size, 3), pad_value, dtype=np.uint8)
+        out = np.full((canvas_h, canvas_w, 3), pad_value, dtype=np.uint8)
         out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = image_bgr
     info = LetterboxInfo(new_w / orig_w, new_h / orig_h, pad_x, pad_y, int(orig_w), int(orig_h))
     return out, info
+
+
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(w, h) of an image once it fits in the size x size square: shrunk, never enlarged."""
+    if max(width, height) <= size:
+        return width, height
+    r = size / max(width, height)
+    return max(1, round(width * r)), max(1, round(height * r))
+
+
+def rect_canvas(image_sizes: Sequence[tuple[int, int]], size: int, stride: int) -> tuple[int, int]:
+    """The smallest (width, height), in multiples of stride and at most size, that holds every one of
+    these (width, height) images once fitted: a 16:9 frame at 320 px runs on 320x192, not 320x320."""
+
+    def up(n: int) -> int:
+        return min(size, -(-n // stride) * stride)
+
+    fitted = [fitted_size(w, h, size) for w, h in image_sizes]
+    return up(max(w for w, _ in fitted)), up(max(h for _, h in fitted))
 
 
 def to_blob(images: Sequence[np.ndarray]) -> np.ndarray:

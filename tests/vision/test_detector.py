@@ -119,6 +119,24 @@ def test_input_size_from_shape_argument_or_metadata(make_detector_onnx):
         detector(make_detector_onnx(raw_head(), metadata=NAMES_META, name="fixed.onnx"), input_size=96)
 
 
+@pytest.mark.parametrize("rect", [True, False])
+def test_free_input_sizes_run_on_the_smallest_canvas(make_detector_onnx, rect):
+    """A model with free height and width sees a 200x100 frame on 64x32 (no padding rows), unless rect
+    is off; the boxes come back to the same camera pixels either way."""
+    det = detector(make_detector_onnx(raw_head(), size="side", metadata=NAMES_META), rect=rect)
+    assert det.rect is rect and det.input_size == 64
+    (result,) = det.detect([np.zeros((100, 200, 3), dtype=np.uint8)])
+    pad_y = 0 if rect else 16
+    expected = EXPECTED_LETTERBOX.copy()
+    expected[:, 1::2] -= pad_y
+    expected = (expected / 0.32).clip(0, [200, 100, 200, 100])
+    np.testing.assert_allclose(result.xyxy, expected, rtol=1e-5)
+
+
+def test_fixed_input_sizes_keep_the_square(make_detector_onnx):
+    assert not detector(make_detector_onnx(raw_head(), metadata=NAMES_META)).rect
+
+
 def test_nothing_in_nothing_out(make_detector_onnx):
     det = detector(make_detector_onnx(raw_head(), metadata=NAMES_META), score_threshold=0.95)
     assert det.detect([]) == []

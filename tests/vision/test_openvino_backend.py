@@ -26,6 +26,18 @@ def test_fp32_outputs_equal_onnxruntime_on_a_tiny_model(make_detector_onnx):
     assert ov_model.providers[0].startswith("OpenVINO CPU")
 
 
+def test_a_model_with_free_sides_runs_every_canvas_like_onnxruntime(make_detector_onnx):
+    base = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
+    path = make_detector_onnx(base, size="side", shift=np.ones((6, 8), np.float32),
+                              metadata={"names": "{0: 'a', 1: 'b'}", "imgsz": "[64, 64]"})
+    ov_model, ort_model = open_model(path, OV_FP32, threads=1), open_model(path, ORT_FP32, threads=1)
+    assert ov_model.input_shape == [None, 3, None, None]
+    rng = np.random.default_rng(1)
+    for shape in ((2, 3, 32, 64), (1, 3, 64, 64), (3, 3, 32, 64)):
+        blob = rng.random(shape, dtype=np.float32)
+        assert np.allclose(ov_model.run(blob), ort_model.run(blob), atol=1e-5), shape
+
+
 def test_the_starter_detector_finds_the_same_on_openvino_fp32_and_bf16():
     rng = np.random.default_rng(5)
     images = [render_scene(rng, 640, 360)[0] for _ in range(6)]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vision.preprocess import LetterboxInfo, letterbox, to_blob
+from vision.preprocess import LetterboxInfo, letterbox, rect_canvas, to_blob
 
 
 @pytest.mark.parametrize("w,h", [(1920, 1080), (704, 576), (300, 500), (64, 64)])
@@ -41,6 +41,28 @@ def test_smaller_than_model_size_is_not_upscaled():
     assert boxed.shape == (320, 320, 3)
     assert (info.pad_x, info.pad_y) == (130, 140)
     assert info.scale_x == pytest.approx(0.1) and info.scale_y == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("sizes", "canvas"), [
+    ([(1920, 1080)], (320, 192)),  # 16:9 camera: 320x180 content, rows rounded up to the stride
+    ([(640, 480)], (320, 256)),
+    ([(1920, 1080), (1280, 720)], (320, 192)),  # same aspect, one canvas
+    ([(1920, 1080), (1080, 1920)], (320, 320)),  # landscape and portrait in one batch: the square
+    ([(100, 50)], (128, 64)),  # smaller than the model: padded to the stride only
+])
+def test_rect_canvas_is_the_smallest_stride_multiple_that_holds_the_batch(sizes, canvas):
+    assert rect_canvas(sizes, 320, 32) == canvas
+
+
+def test_a_rect_canvas_centres_the_content_and_maps_back_exactly():
+    camera = (1920, 1080)
+    small = np.full((180, 320, 3), 200, dtype=np.uint8)
+    boxed, info = letterbox(small, 320, orig_size=camera, canvas=rect_canvas([camera], 320, 32))
+    assert boxed.shape == (192, 320, 3) and (info.pad_x, info.pad_y) == (0, 6)
+    assert (boxed[6:186] == 200).all() and (boxed[:6] == 114).all() and (boxed[186:] == 114).all()
+    np.testing.assert_allclose(info.to_original([[32, 6 + 18, 64, 6 + 36]]), [[192, 108, 384, 216]], atol=1e-3)
+    with pytest.raises(ValueError, match="cannot hold"):
+        letterbox(small, 320, orig_size=camera, canvas=(320, 160))
 
 
 def test_to_original_clips_to_the_frame():
