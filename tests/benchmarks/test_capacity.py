@@ -1,6 +1,11 @@
 """The capacity benchmark runs on a tiny setting and its counts agree with each other (no timing thresholds)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import pytest
@@ -13,7 +18,12 @@ from benchmarks.capacity import (
     configuration,
     consistency,
     main,
+    process_cpu_s,
+    process_rss_mb,
+    process_tree,
     ramp,
+    tree_cpu_s,
+    tree_rss_mb,
     write_results,
 )
 
@@ -46,7 +56,8 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         step = row["steps"][-1]
         assert step["seconds"] >= 5
         assert 0 <= step["fps_min"] <= step["fps_mean"] <= step["fps_max"] and step["received_fps_min"] > 0
-        assert step["service_cpu"] > 0 and step["server_cpu"] > 0 and step["rss_mb"] > 0 and step["other_cpu"] >= 0
+        assert step["service_cpu"] > 0 and step["server_cpu"] > 0 and step["rss_mb"] > 0
+        assert step["other_cpu"] >= 0 and step["bench_cpu"] >= 0
         assert row["max_cameras"] == max([s["cameras"] for s in row["steps"] if s["passed"]], default=0)
         assert step["passed"] == (not step["problems"]) and (len(counts) == 1) == step["passed"]
         if row["configuration"] == "naive":
@@ -121,3 +132,21 @@ def test_configurations_are_config_overrides():
         configuration("fp64")
     with pytest.raises(ValueError, match="naive design always decodes every frame"):
         configuration("naive-all-frames")
+
+
+def test_service_cpu_and_memory_count_its_child_processes():
+    """Inference processes are children of the service: their CPU and memory are the service's."""
+    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'])"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree(parent.pid)
+        assert len(tree) == 2 and tree[0] == parent.pid
+        assert tree_rss_mb(parent.pid) > process_rss_mb(parent.pid) > 0
+        assert tree_cpu_s(parent.pid) >= process_cpu_s(parent.pid)
+    finally:
+        for pid in reversed(process_tree(parent.pid)):
+            os.kill(pid, signal.SIGKILL)
+        parent.wait(10)
