@@ -29,6 +29,7 @@ from brightkitchen.config import parse_config
 from brightkitchen.demo import demo_config
 from brightkitchen.snapshots import SnapshotStore
 from streams.detectors import LoadedModel, load_models
+from streams.inference import InferencePool
 from streams.rtsp_launcher import RtspServerProcess
 from streams.worker import Worker
 
@@ -96,12 +97,20 @@ def bench_config(urls: list[str], data_dir: Path, fps: float):
 
 
 class CpuClock:
-    def __init__(self) -> None:
+    """Wall and CPU seconds of this process plus the inference processes of the models it runs."""
+
+    def __init__(self, models: list[LoadedModel]) -> None:
+        self.pids = [pid for m in models if isinstance(m.detector, InferencePool) for pid in m.detector.pids() if pid]
         self.wall = time.monotonic()
-        self.cpu = time.process_time()
+        self.cpu = self._cpu()
+
+    def _cpu(self) -> float:
+        from benchmarks.capacity import process_cpu_s
+
+        return time.process_time() + sum(process_cpu_s(pid) for pid in self.pids)
 
     def since(self) -> tuple[float, float]:
-        return time.monotonic() - self.wall, time.process_time() - self.cpu
+        return time.monotonic() - self.wall, self._cpu() - self.cpu
 
 
 def run_brightkitchen(urls: list[str], models: dict[str, LoadedModel], fps: float, warmup: float,
@@ -122,7 +131,7 @@ def run_brightkitchen(urls: list[str], models: dict[str, LoadedModel], fps: floa
         frames0 = dict(worker.stats.frames_analysed)
         inference0, latency0 = len(worker.stats.inference_s), len(worker.stats.event_latency_s)
         batches0, events0 = len(worker.stats.batch_sizes), worker.stats.events_published
-        clock = CpuClock()
+        clock = CpuClock(list(models.values()))
         time.sleep(seconds)
         wall, cpu = clock.since()
         per_camera = [
@@ -186,7 +195,7 @@ def run_baseline(urls: list[str], model: LoadedModel, fps: float, warmup: float,
     time.sleep(warmup)
     start = time.monotonic()
     inference0 = [len(c.inference) for c in cams]
-    clock = CpuClock()
+    clock = CpuClock([model])
     time.sleep(seconds)
     wall, cpu = clock.since()
     end = time.monotonic()
