@@ -268,15 +268,19 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds so far of a process and its descendants that are running now."""
+def tree_sum(pid: int, measure: Callable[[int], float]) -> float:
+    """measure (CPU seconds, memory) summed over a process and its descendants that are running now."""
     total = 0.0
     for p in process_tree(pid):
         try:
-            total += process_cpu_s(p)
-        except OSError:
+            total += measure(p)
+        except OSError:  # it ended meanwhile
             pass
     return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    return tree_sum(pid, process_cpu_s)
 
 
 def box_busy_s() -> float:
@@ -295,13 +299,7 @@ def process_rss_mb(pid: int) -> float:
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants (pages they share are counted in each)."""
-    total = 0.0
-    for p in process_tree(pid):
-        try:
-            total += process_rss_mb(p)
-        except OSError:
-            pass
-    return total
+    return tree_sum(pid, process_rss_mb)
 
 
 class Child:
