@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from benchmarks.capacity import process_cpu_s
 from brightkitchen.bus import InProcessBus
 from brightkitchen.config import parse_config
 from brightkitchen.demo import demo_config
@@ -105,8 +106,6 @@ class CpuClock:
         self.cpu = self._cpu()
 
     def _cpu(self) -> float:
-        from benchmarks.capacity import process_cpu_s
-
         return time.process_time() + sum(process_cpu_s(pid) for pid in self.pids)
 
     def since(self) -> tuple[float, float]:

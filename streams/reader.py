@@ -34,6 +34,7 @@ import numpy as np
 
 from streams.convert import to_analysis_bgr
 from streams.status import DECODE_ALL_FRAMES, DECODE_KEYFRAMES, CameraStatus, RateMeter
+from vision.preprocess import fitted_size
 
 DECODE_AUTO = "auto"
 DECODE_CHOICES = (DECODE_AUTO, DECODE_KEYFRAMES, DECODE_ALL_FRAMES)
@@ -75,10 +76,7 @@ class SourceError(Exception):
 
 def analysis_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(w, h) with the long side scaled down to `long_side`, keeping the aspect; never scales up."""
-    if long_side <= 0 or max(width, height) <= long_side:
-        return width, height
-    scale = long_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    return (width, height) if long_side <= 0 else fitted_size(width, height, long_side)
 
 
 def is_live_url(url: str) -> bool:

@@ -71,9 +71,10 @@ class YoloDetector:
         # Not on TensorRT, which would build an engine for every new shape.
         free = not all(isinstance(d, int) for d in self._model.input_shape[2:])
         self._rect = rect and free and self.plan.provider != "tensorrt"
-        self._stride = int(metadata(self._model).get("stride", DEFAULT_STRIDE))
+        meta = metadata(self._model)
+        self._stride = int(meta.get("stride", DEFAULT_STRIDE))
         self._runner = BatchRunner(self._model, max_batch)
-        self._end_to_end = self._end_to_end_layout(self._model.output_shape, metadata(self._model).get("end2end"))
+        self._end_to_end = self._end_to_end_layout(self._model.output_shape, meta.get("end2end"))
 
     def _end_to_end_layout(self, shape: Sequence[int | str | None], declared: str | None) -> bool | None:
         """True for (B, max_det, 6), False for (B, 4 + nc, A), None while symbolic axes leave it open.

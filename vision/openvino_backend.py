@@ -48,10 +48,10 @@ class OpenVinoModel:
         # does not compile is refused at load; the canvases of other frame shapes when they first come.
         self._requests: dict[tuple[int, int], Any] = {}
         size = _square_size(self.input_shape, self.metadata)
-        self._compiled = None
+        self._compiled = self._compile((size, size) if size is not None else None)
         if size is not None:
-            self._request_for(size, size)
-        out_shape = (self._compiled or self._compile(None)).outputs[0].get_partial_shape()
+            self._requests[(size, size)] = self._compiled.create_infer_request()
+        out_shape = self._compiled.outputs[0].get_partial_shape()
         self.output_shape: list[int | str | None] = [d.get_length() if d.is_static else None for d in out_shape]
 
     def _compile(self, spatial: tuple[int, int] | None) -> Any:
@@ -68,15 +68,12 @@ class OpenVinoModel:
     def _request_for(self, height: int, width: int) -> Any:
         request = self._requests.get((height, width))
         if request is None:
-            compiled = self._compile((height, width))
-            self._compiled = self._compiled or compiled
-            request = self._requests[(height, width)] = compiled.create_infer_request()
+            request = self._requests[(height, width)] = self._compile((height, width)).create_infer_request()
         return request
 
     @property
     def providers(self) -> list[str]:
-        compiled = self._compiled or self._compile(None)
-        return [f"OpenVINO CPU ({compiled.get_property('INFERENCE_PRECISION_HINT')})"]
+        return [f"OpenVINO CPU ({self._compiled.get_property('INFERENCE_PRECISION_HINT')})"]
 
     def run(self, blob: np.ndarray) -> np.ndarray:
         request = self._request_for(*blob.shape[2:])
