@@ -15,21 +15,24 @@ import numpy as np
 PLANAR_420 = "yuv420p"  # limited range BT.601, as OpenCV's I420 conversion expects
 
 
+def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndarray:
+    """A view of one plane's pixels in the decoder's own buffer (rows padded to line_size): no copy."""
+    plane = frame.planes[index]
+    return np.frombuffer(plane, np.uint8, plane.line_size * height).reshape(height, plane.line_size)[:, :width]
+
+
 def to_analysis_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     """The frame shrunk to width x height (never enlarged by the caller) in BGR, HxWx3 uint8."""
     w, h = frame.width, frame.height
-    if frame.format.name != PLANAR_420 or w % 2 or h % 4 or width % 2 or height % 4 or (width, height) == (w, h):
+    if frame.format.name != PLANAR_420 or w % 2 or h % 2 or width % 2 or height % 4 or (width, height) == (w, h):
         return frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
-    planes = frame.to_ndarray(format=PLANAR_420)  # I420 layout: Y rows, then U and V at half size
-    u = planes[h : h + h // 4].reshape(h // 2, w // 2)
-    v = planes[h + h // 4 :].reshape(h // 2, w // 2)
-    small = np.empty((height * 3 // 2, width), np.uint8)
-    cv2.resize(planes[:h], (width, height), dst=small[:height], interpolation=cv2.INTER_AREA)
+    # The planes are read where the decoder left them: copying a 1080p frame out first costs more
+    # than shrinking it.
+    small = np.empty((height * 3 // 2, width), np.uint8)  # I420 layout: Y rows, then U and V at half size
+    cv2.resize(_plane(frame, 0, w, h), (width, height), dst=small[:height], interpolation=cv2.INTER_AREA)
     quarter = height // 4
-    small[height : height + quarter] = cv2.resize(u, (width // 2, height // 2), interpolation=cv2.INTER_AREA).reshape(
-        quarter, width
-    )
-    small[height + quarter :] = cv2.resize(v, (width // 2, height // 2), interpolation=cv2.INTER_AREA).reshape(
-        quarter, width
-    )
+    for index, rows in ((1, small[height : height + quarter]), (2, small[height + quarter :])):
+        chroma = rows.reshape(height // 2, width // 2)
+        cv2.resize(_plane(frame, index, w // 2, h // 2), (width // 2, height // 2), dst=chroma,
+                   interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
