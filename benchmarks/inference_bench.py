@@ -159,8 +159,9 @@ def run(model: str, batches: list[int], processes: list[int], seconds: float, ca
                 continue
             plan = plan_runtime(provider, precision)
             label = plan.engine if provider == "openvino" else f"onnxruntime {provider}"
-            for n in processes:
-                baseline_row = n == 1 and (provider, precision) == ("cpu", "fp32")
+            reference = (provider, precision) == ("cpu", "fp32")
+            for n in sorted({1, *processes}) if reference else processes:  # the baseline runs in one process
+                baseline_row = n == 1 and reference
                 for threads in [0, 1] if baseline_row else [0 if n == 1 else 1]:
                     spec = DetectorSpec(path=str(path), plan=plan, class_names=names, score_threshold=threshold,
                                         threads=threads, max_batch=max(batches), cache_dir=str(cache_dir),

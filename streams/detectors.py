@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +220,10 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         log.info("model %s %s loaded from %s: %s", model.name, version, path, loaded.describe())
         return loaded
     plan = plan_runtime(model.provider, model.precision)
+    if model.precision == "auto" and plan.engine == "openvino" and plan.precision == "bf16":
+        from vision.precision_probe import auto_openvino_precision
+
+        plan = replace(plan, precision=auto_openvino_precision(path, config.resolve_path(config.inference.cache_dir)))
     processes = resolve_processes(model, plan, cameras_using(config, model.name))
     calibration = calibration_for(config, model) if plan.precision == "int8" else None
     spec = DetectorSpec(

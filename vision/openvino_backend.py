@@ -47,7 +47,7 @@ class OpenVinoModel:
         # arithmetic and pick its kernels once. The square (when known) is compiled now, so a model that
         # does not compile is refused at load; the canvases of other frame shapes when they first come.
         self._requests: dict[tuple[int, int], Any] = {}
-        size = _square_size(self.input_shape, self.metadata)
+        size = self.square_size = _square_size(self.input_shape, self.metadata)
         self._compiled = self._compile((size, size) if size is not None else None)
         if size is not None:
             self._requests[(size, size)] = self._compiled.create_infer_request()
