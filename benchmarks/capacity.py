@@ -162,6 +162,7 @@ class Step:
     other_cpu: float = 0.0  # cores used by everything else on the box meanwhile
     rss_mb: float = 0.0
     decode_modes: dict[str, int] = field(default_factory=dict)
+    runtime: str = ""  # what ran the model: engine, provider, precision (as the service's API says), processes
     inference_skipped: int = 0
     inference_skipped_share: float = 0.0  # of the frames analysed, those the motion gate let go without inference
     mean_batch: float | None = None
@@ -551,6 +552,7 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
                 base = f"http://127.0.0.1:{port}"
                 api["metrics"] = httpx.get(f"{base}/metrics", timeout=10).text
                 api["cameras"] = httpx.get(f"{base}/api/v1/cameras", timeout=10).json()
+                api["models"] = httpx.get(f"{base}/api/v1/models", timeout=10).json()
                 assert stream is not None
                 deadline = time.monotonic() + 15
                 while len(stream.received) < drained["events_stored"] and time.monotonic() < deadline:
@@ -595,6 +597,10 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
         step.problems.append(f"{len(behind)} cameras behind their stream ({min(received):.1f} of {STREAM_FPS:g} "
                              "frames a second taken in)")
     step.decode_modes = summary.get("decode_modes", {})
+    step.runtime = summary.get("runtime") or "; ".join(
+        f"{m['runtime']} in {m['processes']} process{'es' if m['processes'] > 1 else ''}"
+        for m in api.get("models", [])
+    )
     step.inference_skipped = summary.get("inference_skipped", 0)
     analysed = sum(drained.get("frames_analysed", {}).values())
     step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
@@ -857,6 +863,7 @@ def child_naive(spec_path: Path, warmup_s: float, seconds: float) -> int:
                              for i, c in enumerate(cams)},
         "received_in_window": {f"cam-{i:03d}": b - a for i, (a, b) in enumerate(zip(decoded0, decoded1, strict=True))},
         "decode_modes": {"all_frames": len(cams)},
+        "runtime": f"{', '.join(detector.providers)} fp32 640 px, a session per camera thread",
         "mean_batch": 1.0,
         "inference_ms_p50": round(statistics.median(x for c in cams for x in c.inference) * 1000, 1)
         if any(c.inference for c in cams) else None,
@@ -953,12 +960,12 @@ def table(rows: list[Row], target: Target) -> str:
     lines = [
         "| configuration | stream | cameras on target | × naive | slowest / fastest camera fps | latency p50 / p95 (s) "
         "| service CPU (cores) | RTSP servers CPU | benchmark CPU | other load on the box | memory (MB) / per camera "
-        "| decode | inference skipped | steps run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decode | model runs on | inference skipped | steps run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if not r.available:
-            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | | | | |")
+            lines.append(f"| {r.configuration} | {r.setting} | {r.note} | | | | | | | | | | | | |")
             continue
         best = r.best()
         ratio = f"{r.max_cameras / naive[r.setting]:.1f}" if naive.get(r.setting) else "—"
@@ -967,7 +974,7 @@ def table(rows: list[Row], target: Target) -> str:
         if best is None:
             first = r.steps[0] if r.steps else None
             why = first.problems[0] if first and first.problems else "no step ran"
-            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | | | | {steps} |")
+            lines.append(f"| {r.configuration} | {r.setting} | 0 ({why}) | | | | | | | | | | | | {steps} |")
             continue
         modes = ", ".join(f"{m} {n}" for m, n in sorted(best.decode_modes.items()))
         memory = f"{best.rss_mb:.0f} / {fmt(per_camera, 1)}"
@@ -975,7 +982,7 @@ def table(rows: list[Row], target: Target) -> str:
             f"| {r.configuration} | {r.setting} | **{r.max_cameras}** | {ratio} "
             f"| {best.fps_min:.2f} / {best.fps_max:.2f} "
             f"| {fmt(best.latency_p50_s)} / {fmt(best.latency_p95_s)} | {best.service_cpu:.2f} | {best.server_cpu:.2f} "
-            f"| {best.bench_cpu:.2f} | {best.other_cpu:.2f} | {memory} | {modes} "
+            f"| {best.bench_cpu:.2f} | {best.other_cpu:.2f} | {memory} | {modes} | {best.runtime or '—'} "
             f"| {100 * best.inference_skipped_share:.0f}% | {steps} |"
         )
     return "\n".join(lines)

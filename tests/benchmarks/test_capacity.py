@@ -70,6 +70,9 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         if step["latency_events"]:
             assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
     assert rows["fp32"]["steps"][-1]["decode_modes"] == {"keyframes": 2}
+    # What ran the model comes from the service's own API (the naive design names its session's provider).
+    assert rows["fp32"]["steps"][-1]["runtime"].startswith("onnxruntime CPUExecutionProvider fp32 in ")
+    assert rows["naive"]["steps"][-1]["runtime"].startswith("CPUExecutionProvider fp32 640 px")
     assert rows["fp32-all-frames"]["steps"][-1]["decode_modes"] == {"all_frames": 2}
 
     text = results.read_text()
