@@ -2,7 +2,7 @@
 
 A CPU flag says whether bf16 is computed natively, not whether it is faster. On an AMD EPYC with
 avx512_bf16, OpenVINO ran the starter model 1.7 times faster in bf16 than in fp32; on an Intel Xeon with
-avx512_bf16 whose AMX its hypervisor hides, bf16 was 1.3 times slower (benchmarks/RESULTS.md). So, where the
+avx512_bf16 whose AMX its hypervisor hides, bf16 was 1.2–1.5 times slower (benchmarks/RESULTS.md). So, where the
 flags allow bf16, both precisions are timed once on the model (one thread, as an inference process runs it),
 and bf16 is kept only if it is clearly faster: it costs a little accuracy (see benchmarks/precision_check.py),
 so it has to earn it. The decision is kept in the model cache, keyed by the model file, the CPU and the
