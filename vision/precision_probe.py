@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from hashlib import sha256
 from pathlib import Path
 
@@ -76,7 +79,14 @@ def auto_openvino_precision(path: Path, cache_dir: Path | None) -> str:
             return str(json.loads(cached.read_text())["precision"])
         except (OSError, ValueError, KeyError):
             log.warning("ignoring an unreadable precision decision %s", cached)
-    ms = time_precisions(path, ("fp32", "bf16"))
+    # In a process of its own, like the inference processes: OpenVINO's thread pool, once made in the
+    # service's process, crashed it on exit (SIGSEGV after a graceful stop).
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            ms = pool.submit(time_precisions, path, ("fp32", "bf16")).result()
+    except BrokenProcessPool:
+        log.warning("timing %s in fp32 and bf16 crashed its process; using fp32 (not kept)", path.name)
+        return "fp32"
     chosen = "bf16" if ms["fp32"] >= BF16_MIN_SPEEDUP * ms["bf16"] else "fp32"
     log.info("auto precision for %s on this CPU: %s (fp32 %.1f ms, bf16 %.1f ms per image, one thread)",
              path.name, chosen, ms["fp32"], ms["bf16"])
