@@ -51,6 +51,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from streams.rtsp_launcher import RtspServerProcess, free_port
+from vision.runtime import cpu_flags, cpu_name
 
 # The estimate in the design notes ("Speed measured on these machines") of the limit of one 2-core box.
 ESTIMATED_LIMIT = 100
@@ -207,15 +208,7 @@ class Row:
 
 
 def machine() -> dict[str, Any]:
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    flags = cpu_flags()
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
     import av
     import cv2
@@ -231,7 +224,7 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration, ValueError):
         pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory": memory,
         "flags": [f for f in wanted if f in flags],

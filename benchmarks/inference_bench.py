@@ -31,7 +31,7 @@ from models.cards import builtin_model_path, find_card
 from streams.detectors import synthetic_calibration
 from streams.inference import DetectorSpec, InferencePool
 from vision.detector import YoloDetector
-from vision.runtime import cpu_flags, openvino_installed, plan_runtime
+from vision.runtime import cpu_flags, cpu_name, openvino_installed, plan_runtime
 
 RUNTIMES = (  # engine-provider, precision
     ("cpu", "fp32"),
@@ -61,16 +61,8 @@ class Case:
 def machine() -> dict[str, object]:
     import onnxruntime
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info: dict[str, object] = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "flags": [f for f in FLAGS_SHOWN if f in cpu_flags()],
         "python": platform.python_version(),

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from vision.backends import Detector, detector_class
 from vision.classifier import CropClassifier
 from vision.detections import Detections
 from vision.detector import YoloDetector
+from vision.precision_probe import model_plan
 from vision.quantize import Calibration, converted_model, file_sha256, folder_calibration
 from vision.runtime import ModelLoadError, RuntimePlan, plan_runtime
 
@@ -122,8 +123,8 @@ def load_classifier(config: Config, clf: ClassifierConfig) -> CropClassifier:
         on_class=clf.on_class,
         class_names=list(card.classes) if card else None,
         expand=clf.expand,
-        provider=clf.provider,
         threads=clf.threads,
+        plan=model_plan(path, clf.provider, "auto", config.resolve_path(config.inference.cache_dir)),
         min_score=clf.min_score,
     )
     log.info("classifier %s on %s.%s loaded from %s (%s)", clf.name, clf.detector, clf.on_class, path,
@@ -219,11 +220,7 @@ def load_model(config: Config, model: ModelConfig) -> LoadedModel:
         loaded = LoadedModel(model.name, version, path, card, face, classifiers, model, digest)
         log.info("model %s %s loaded from %s: %s", model.name, version, path, loaded.describe())
         return loaded
-    plan = plan_runtime(model.provider, model.precision)
-    if model.precision == "auto" and plan.engine == "openvino" and plan.precision == "bf16":
-        from vision.precision_probe import auto_openvino_precision
-
-        plan = replace(plan, precision=auto_openvino_precision(path, config.resolve_path(config.inference.cache_dir)))
+    plan = model_plan(path, model.provider, model.precision, config.resolve_path(config.inference.cache_dir))
     processes = resolve_processes(model, plan, cameras_using(config, model.name))
     calibration = calibration_for(config, model) if plan.precision == "int8" else None
     spec = DetectorSpec(

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
 
 from vision.quantize import file_sha256
-from vision.runtime import RuntimePlan, cpu_flags
+from vision.runtime import RuntimePlan, cpu_flags, cpu_name, plan_runtime
 
 log = logging.getLogger("vision.precision_probe")
 
@@ -32,16 +32,6 @@ BF16_MIN_SPEEDUP = 1.1  # bf16 must be at least this much faster than fp32 to be
 PROBE_BATCH = 4
 PROBE_RUNS = 5
 PROBE_SIZE = 320  # the input side when the model does not say
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def probe_key(path: Path) -> str:
@@ -57,7 +47,9 @@ def time_precisions(path: Path, precisions: tuple[str, ...], *, batch: int = PRO
     from vision.openvino_backend import OpenVinoModel
 
     models = {p: OpenVinoModel(path, RuntimePlan("openvino", "openvino", p), threads=1) for p in precisions}
-    side = next(iter(models.values())).square_size or PROBE_SIZE
+    first = next(iter(models.values()))
+    side = first.square_size or PROBE_SIZE
+    batch = first.input_shape[0] if isinstance(first.input_shape[0], int) else batch  # a model fixed to its batch
     blob = np.random.default_rng(0).random((batch, 3, side, side), dtype=np.float32)
     for model in models.values():
         model.run(blob)  # compiles the shape and warms the caches
@@ -68,6 +60,14 @@ def time_precisions(path: Path, precisions: tuple[str, ...], *, batch: int = PRO
             model.run(blob)
             best[p] = min(best[p], (time.perf_counter() - t0) * 1000 / batch)
     return best
+
+
+def model_plan(path: Path, provider: str, precision: str, cache_dir: Path | None) -> RuntimePlan:
+    """plan_runtime's plan for a model file, with `auto`'s bf16 on OpenVINO checked by timing this model."""
+    plan = plan_runtime(provider, precision)
+    if precision == "auto" and plan.engine == "openvino" and plan.precision == "bf16":
+        return replace(plan, precision=auto_openvino_precision(path, cache_dir))
+    return plan
 
 
 def auto_openvino_precision(path: Path, cache_dir: Path | None) -> str:
