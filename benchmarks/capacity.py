@@ -156,6 +156,8 @@ class Step:
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     latency_events: int = 0
+    # From the analysed frame to the event's publishing on the worker's bus: the rest is ingest, store, API.
+    bus_latency_p95_s: float | None = None
     received_fps_min: float | None = None  # the slowest camera's frames taken in from its stream per second
     service_cpu: float = 0.0  # cores
     server_cpu: float = 0.0  # cores, all RTSP server processes
@@ -599,6 +601,8 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
     step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
     step.mean_batch = summary.get("mean_batch")
     step.inference_ms_p50 = summary.get("inference_ms_p50")
+    bus_p95 = summary.get("bus_latency_p95_s")
+    step.bus_latency_p95_s = None if bus_p95 is None else round(bus_p95, 3)
     if not conf.naive:
         assert stream is not None
         latencies = []
@@ -613,7 +617,8 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
         if p95 is None:
             step.problems.append("no event opened in the window")
         elif p95 > target.latency_s:
-            step.problems.append(f"latency p95 {p95:.2f} s > {target.latency_s:g} s")
+            on_bus = "" if step.bus_latency_p95_s is None else f" (on the worker's bus {step.bus_latency_p95_s:.2f} s)"
+            step.problems.append(f"latency p95 {p95:.2f} s > {target.latency_s:g} s{on_bus}")
         step.events_published = drained["events_published"]
         step.events_stored = drained["events_stored"]
         step.events_streamed = len(stream.received)
@@ -777,6 +782,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     frames0 = dict(worker.stats.frames_analysed)
     received0 = {c: r.status().frames_received for c, r in readers.items()}
     batches0, inference0 = len(worker.stats.batch_sizes), len(worker.stats.inference_s)
+    latencies0 = len(worker.stats.event_latency_s)  # the bounded samples do not fill up in one step
     t0 = time.monotonic()
     say("MEASURE")
     time.sleep(seconds)
@@ -785,6 +791,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     elapsed = time.monotonic() - t0
     batches = list(worker.stats.batch_sizes)[batches0:]
     inference = list(worker.stats.inference_s)[inference0:]
+    bus_latency = list(worker.stats.event_latency_s)[latencies0:]
     say("MEASURED")
     statuses = worker.camera_status()
     worker.stop()  # closes open violations (flushed onto the bus) and stops the readers
@@ -812,6 +819,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
         "inference_skipped": sum(s["inference_skipped_still"] + s["inference_skipped_schedule"] for s in statuses),
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
         "inference_ms_p50": round(statistics.median(inference) * 1000, 1) if inference else None,
+        "bus_latency_p95_s": percentile(bus_latency, 95),
     })
     return 0
 

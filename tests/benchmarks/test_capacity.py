@@ -62,6 +62,7 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         assert step["passed"] == (not step["problems"]) and (len(counts) == 1) == step["passed"]
         if row["configuration"] == "naive":
             assert step["decode_modes"] == {"all_frames": 2} and step["latency_p95_s"] is None
+            assert step["bus_latency_p95_s"] is None
             continue
         # Frames: the worker's = the API's metrics, readers' = analysed + stale + replaced;
         # events: published = stored = streamed by the API.
@@ -69,6 +70,7 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         assert step["events_published"] == step["events_stored"] == step["events_streamed"] > 0
         if step["latency_events"]:
             assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
+            assert step["bus_latency_p95_s"] > 0  # the worker's part of it, measured inside the service
     assert rows["fp32"]["steps"][-1]["decode_modes"] == {"keyframes": 2}
     # What ran the model comes from the service's own API (the naive design names its session's provider).
     assert rows["fp32"]["steps"][-1]["runtime"].startswith("onnxruntime CPUExecutionProvider fp32 in ")
