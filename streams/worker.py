@@ -62,6 +62,14 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def evidence_boxes(detections: Detections, names: list[str], rule_class: str) -> Detections:
+    """What a snapshot draws: the model's boxes, and the moving blobs only for a rule about motion (for any
+    other rule they are clutter over the people the reviewer needs to see)."""
+    if rule_class == MOTION_CLASS or MOTION_CLASS not in names:
+        return detections
+    return detections.filter(np.array([label != MOTION_CLASS for label in detections.labels(names)], dtype=bool))
+
+
 def build_rule(rule: RuleConfig, site: SiteConfig, camera: CameraConfig) -> Rule:
     zones = {z.name: z for z in camera.zones}
     schedule = None
@@ -384,7 +392,7 @@ class Worker:
             self.snapshots.save(raw_frame_key(event.id), raw, frame.captured_at)
         image = annotate(
             full,
-            detections,
+            evidence_boxes(detections, names, highlight.class_name),
             names,
             title=f"{p.camera.display_name}  {event.rule}",
             highlight={highlight.class_name},

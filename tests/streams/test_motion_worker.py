@@ -15,7 +15,8 @@ from brightkitchen.demo import demo_config
 from brightkitchen.snapshots import SnapshotStore
 from models.after_hours import AfterHoursScene, render_after_hours_frames
 from streams.testclip import encode_h264
-from streams.worker import Worker
+from streams.worker import Worker, evidence_boxes
+from vision.detections import Detections
 
 TZ = "Asia/Shanghai"
 # The rodent crosses the empty kitchen from 4 s to 10 s of a 20 s loop.
@@ -113,3 +114,12 @@ def test_rodent_in_an_empty_kitchen_after_hours(tmp_path, after_hours_clip, demo
     assert staffed["inference_skipped_still"] < staffed["frames_analysed"] / 2  # people keep moving
     for s in status.values():
         assert s["decode_mode"] == "keyframes" and s["frames_analysed"] > 10
+
+
+def test_snapshots_draw_moving_blobs_only_for_motion_rules() -> None:
+    names = ["person", "head_bare", "motion"]
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=np.float32)
+    seen = Detections(boxes, np.array([0.9, 0.8, 1.0], dtype=np.float32), np.array([0, 2, 1]))
+    assert evidence_boxes(seen, names, "head_bare").labels(names) == ["person", "head_bare"]
+    assert evidence_boxes(seen, names, "motion").labels(names) == ["person", "motion", "head_bare"]
+    assert evidence_boxes(seen, names[:2], "head_bare") is seen  # a camera without motion rules
