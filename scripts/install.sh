@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 
+# fonts-droid-fallback: a CJK font for the camera names in snapshot titles (OpenCV's own fonts have none).
 system_packages=(python3-venv python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-                 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+                 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad fonts-droid-fallback)
 # The tests drive the web pages in Debian's Chromium (playwright uses it; it downloads no browser).
 [ -n "$extras" ] && system_packages+=(chromium)
 missing=()

@@ -1,9 +1,18 @@
-"""Annotated snapshots: boxes, labels and a title bar drawn with OpenCV's built-in fonts (nothing to download)."""
+"""Annotated snapshots: boxes, labels and a title bar drawn with OpenCV (nothing to download).
+
+Box labels are ASCII (class names, scores, track ids) and use OpenCV's built-in Hershey font. The title
+carries the camera's name, often Chinese: OpenCV's built-in fonts have no CJK glyphs (they draw '?'), so
+the title is drawn with a CJK font of the system (Debian's fonts-droid-fallback, which the installer
+adds), and without one falls back to Hershey with a warning.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,13 +26,29 @@ BAR = (40, 40, 40)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-# OpenCV 5 draws text with an embedded font that covers CJK (camera names are often Chinese); OpenCV 4's
-# Hershey fonts only have ASCII glyphs, so there other characters are replaced with '?'.
-_UNICODE_TEXT = int(cv2.__version__.split(".")[0]) >= 5
+# Fonts with CJK glyphs, by Debian package: fonts-droid-fallback, fonts-wqy-microhei, fonts-noto-cjk.
+CJK_FONTS = (
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
+
+log = logging.getLogger(__name__)
 
 
-def _drawable(text: str) -> str:
-    return text if _UNICODE_TEXT else text.encode("ascii", "replace").decode("ascii")
+@functools.cache
+def title_font() -> cv2.FontFace | None:
+    """The first CJK font found on the system, or None (then titles are drawn in ASCII)."""
+    for path in CJK_FONTS:
+        if Path(path).is_file():
+            return cv2.FontFace(path)
+    log.warning("no CJK font found (install fonts-droid-fallback): snapshot titles draw non-ASCII characters "
+                "as '?'")
+    return None
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def annotate(
@@ -56,7 +81,7 @@ def annotate(
     ):
         color = RED if name in highlight else GREEN
         cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness + 1)
-        label = _drawable(f"{name} {score:.2f}" + (f" #{track_id}" if track_id >= 0 else ""))
+        label = _ascii(f"{name} {score:.2f}" + (f" #{track_id}" if track_id >= 0 else ""))
         (tw, th), baseline = cv2.getTextSize(label, FONT, font_scale, thickness)
         # Label above the box, or inside it (below the title bar) when there is no room above.
         top = y1 - th - baseline - 2 * margin
@@ -69,6 +94,9 @@ def annotate(
     if timestamp is not None:
         title = f"{title}  {datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
     cv2.rectangle(image, (0, 0), (w - 1, bar_h), BAR, -1)
-    title_text = _drawable(title)
-    cv2.putText(image, title_text, (margin, margin + text_h), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
+    font = title_font()
+    if font is None:
+        cv2.putText(image, _ascii(title), (margin, margin + text_h), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
+    else:  # size in pixels: about the Hershey labels' height, glyphs sitting on the same baseline
+        cv2.putText(image, title, (margin, margin + text_h), WHITE, font, max(8, round(1.4 * text_h)))
     return image

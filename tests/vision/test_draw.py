@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from vision import draw
 from vision.detections import Detections
 from vision.draw import BAR, GREEN, RED, annotate
 
@@ -45,3 +47,26 @@ def test_timestamp_is_added_to_the_title():
         return int(np.flatnonzero((image[:20] > 128).any(axis=(0, 2))).max())
 
     assert text_end(timed) > text_end(plain) + 100
+
+
+def title_bar(title: str) -> np.ndarray:
+    frame = np.zeros((360, 640, 3), dtype=np.uint8)
+    return annotate(frame, Detections.empty(), NAMES, title=title, highlight=set())[:30]
+
+
+def test_chinese_camera_names_are_drawn_not_replaced_by_question_marks():
+    # The installer adds a CJK font (fonts-droid-fallback); OpenCV's own fonts would draw '??'.
+    assert draw.title_font() is not None, f"none of {draw.CJK_FONTS} is installed"
+    chinese, marks = title_bar("后厨 1 Kitchen 1"), title_bar("?? 1 Kitchen 1")
+    assert (chinese > 128).any() and (marks > 128).any()
+    assert (np.abs(chinese.astype(int) - marks.astype(int)) > 128).sum() > 20
+
+
+def test_without_a_cjk_font_titles_fall_back_to_ascii(monkeypatch: pytest.MonkeyPatch, caplog):
+    monkeypatch.setattr(draw, "CJK_FONTS", ("/nonexistent/font.ttf",))
+    draw.title_font.cache_clear()
+    try:
+        assert (title_bar("后厨 1") == title_bar("?? 1")).all()
+        assert "no CJK font found" in caplog.text
+    finally:
+        draw.title_font.cache_clear()
