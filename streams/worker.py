@@ -196,7 +196,7 @@ class Worker:
                 for rule_event in engine.flush(now):
                     self._emit(p, model, None, rule_event, now)
         self.publisher.stop()
-        for p in self.pipelines:
+        for p in [*self.pipelines, *self._held.values()]:
             p.reader.stop()
         for loaded in self.models.values():
             if id(loaded) in self._owned_models:
@@ -446,7 +446,10 @@ class Worker:
                 for rule_event in engine.flush(now):
                     self._emit(pipeline, model, None, rule_event, now)
             self._held[camera_id] = pipeline
-        pipeline.reader.stop()
+        # Asked to stop, not waited for: a reader still opening its stream notices only at the open
+        # timeout, and the caller (camera assignment) must meanwhile go on renewing its other leases.
+        # Its frames go nowhere from now on; stop() waits for it.
+        pipeline.reader.stop(timeout_s=0)
         log.info("camera %s: stopped", camera_id)
         return True
 
