@@ -49,10 +49,15 @@ def test_the_hand_labels_are_well_formed():
         assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 640 and row["split"] in ("train", "valid")
 
 
-def test_the_example_config_checks_and_every_rule_names_classes_its_model_yields(capsys):
+def cache_in(folder: Path) -> dict[str, str]:
+    """Config overrides that keep the model cache (auto precision's timings) out of examples/."""
+    return {"BRIGHTKITCHEN__INFERENCE__CACHE_DIR": str(folder)}
+
+
+def test_the_example_config_checks_and_every_rule_names_classes_its_model_yields(capsys, tmp_path):
     assert main(["config", "check", str(EXAMPLE)]) == 0
     assert "ok (1 sites, 1 cameras, 6 rules)" in capsys.readouterr().out
-    config = load_config(EXAMPLE)
+    config = load_config(EXAMPLE, environ=cache_in(tmp_path))
     models = load_models(config)
     assert models["hands"].names == ["hand_bare", "hand_glove"]
     assert models["faces"].names == ["face", "face_mask", "face_nomask"]
@@ -94,10 +99,10 @@ def test_mask_faces_on_real_masked_and_unmasked_faces(mask_classifier):
 
 
 @needs_gloves
-def test_faces_and_mask_classifier_together_as_the_example_config_wires_them():
+def test_faces_and_mask_classifier_together_as_the_example_config_wires_them(tmp_path):
     """Face detector + mask classifier from examples/kitchen-real.yaml on photos of masked workers and of an
     unmasked one: the masked faces come out as face_mask boxes, the unmasked as face_nomask."""
-    models = load_models(load_config(EXAMPLE))
+    models = load_models(load_config(EXAMPLE, environ=cache_in(tmp_path)))
     faces = models["faces"]
     assert "face_nomask" in faces.names and "face_mask" in faces.names
     photos = {"face_mask": [], "face_nomask": []}
