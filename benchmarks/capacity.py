@@ -601,8 +601,7 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
     step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
     step.mean_batch = summary.get("mean_batch")
     step.inference_ms_p50 = summary.get("inference_ms_p50")
-    bus_p95 = summary.get("bus_latency_p95_s")
-    step.bus_latency_p95_s = None if bus_p95 is None else round(bus_p95, 3)
+    step.bus_latency_p95_s = summary.get("bus_latency_p95_s")
     if not conf.naive:
         assert stream is not None
         latencies = []
@@ -791,7 +790,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     elapsed = time.monotonic() - t0
     batches = list(worker.stats.batch_sizes)[batches0:]
     inference = list(worker.stats.inference_s)[inference0:]
-    bus_latency = list(worker.stats.event_latency_s)[latencies0:]
+    bus_latency_p95 = percentile(list(worker.stats.event_latency_s)[latencies0:], 95)
     say("MEASURED")
     statuses = worker.camera_status()
     worker.stop()  # closes open violations (flushed onto the bus) and stops the readers
@@ -819,7 +818,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
         "inference_skipped": sum(s["inference_skipped_still"] + s["inference_skipped_schedule"] for s in statuses),
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
         "inference_ms_p50": round(statistics.median(inference) * 1000, 1) if inference else None,
-        "bus_latency_p95_s": percentile(bus_latency, 95),
+        "bus_latency_p95_s": round(bus_latency_p95, 3) if bus_latency_p95 is not None else None,
     })
     return 0
 

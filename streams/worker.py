@@ -67,7 +67,7 @@ def evidence_boxes(detections: Detections, names: list[str], rule_class: str) ->
     other rule they are clutter over the people the reviewer needs to see)."""
     if rule_class == MOTION_CLASS or MOTION_CLASS not in names:
         return detections
-    return detections.filter(np.array([label != MOTION_CLASS for label in detections.labels(names)], dtype=bool))
+    return detections.filter(detections.class_ids != names.index(MOTION_CLASS))
 
 
 def build_rule(rule: RuleConfig, site: SiteConfig, camera: CameraConfig) -> Rule:
