@@ -143,7 +143,7 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader_factory = reader_factory
-        self._camera_lock = threading.Lock()  # cameras start and stop between ticks
+        self._camera_lock = threading.Lock()  # cameras start and stop between the loop's steps
         self._held: dict[str, CameraPipeline] = {}  # configured cameras not running (see hold_cameras)
         frame_size = max(m.detector.input_size for m in self.models.values())
         self._frame_size = frame_size
@@ -206,8 +206,7 @@ class Worker:
         gauges_at = 0.0
         while not self._stop.is_set():
             try:
-                with self._camera_lock:
-                    analysed = self.run_once()
+                analysed = self.run_once()
                 if analysed == 0:
                     time.sleep(IDLE_SLEEP_S)
                 if time.monotonic() - gauges_at > GAUGE_INTERVAL_S:
@@ -220,31 +219,46 @@ class Worker:
     # -- one tick --------------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Analyse the newest frame of every camera that has one; returns the number of frames analysed."""
-        self._swap_models()
-        now = time.time()
-        ready: list[tuple[CameraPipeline, Frame]] = []
-        for p in self.pipelines:
-            frame = p.reader.latest(max_age_s=self.config.worker.frame_max_age_s)
-            if frame is not None:
-                ready.append((p, frame))
-            elif p.open and now - p.last_frame_at > SILENT_CAMERA_S:
-                self._feed_silence(p, now)
-        for p, f in ready:
-            if p.gate is not None:
-                p.gate.observe(f)
-        for model_name, model in self.models.items():
-            batch = [(p, f) for p, f in ready if model_name in p.engines and not self._skipped(p, model_name, f)]
-            if batch:
-                self._analyse(model_name, model, batch)
-        for p, f in ready:
-            p.last_frame_at = f.captured_at
-            p.last_frame = f
-            FRAMES_ANALYSED.labels(p.camera.id).inc()
-            self.stats.frames_analysed[p.camera.id] = self.stats.frames_analysed.get(p.camera.id, 0) + 1
+        """Analyse the newest frame of every camera that has one; returns the number of frames analysed.
+
+        Inference runs without the camera lock, so starting and stopping cameras (and with it the renewal
+        of camera leases) never waits for a batch; a camera stopped meanwhile has its results dropped.
+        """
+        with self._camera_lock:
+            self._swap_models()
+            now = time.time()
+            ready: list[tuple[CameraPipeline, Frame]] = []
+            for p in self.pipelines:
+                frame = p.reader.latest(max_age_s=self.config.worker.frame_max_age_s)
+                if frame is not None:
+                    ready.append((p, frame))
+                elif p.open and now - p.last_frame_at > SILENT_CAMERA_S:
+                    self._feed_silence(p, now)
+            for p, f in ready:
+                if p.gate is not None:
+                    p.gate.observe(f)
+            batches = {
+                name: [(p, f) for p, f in ready if name in p.engines and not self._skipped(p, name, f)]
+                for name in self.models
+            }
+        results = {name: self._detect(name, self.models[name], batch) for name, batch in batches.items() if batch}
+        with self._camera_lock:
+            running = {id(p) for p in self.pipelines}
+            for name, detections in results.items():
+                for (p, frame), found in zip(batches[name], detections, strict=True):
+                    if found is not None and id(p) in running:
+                        self._apply_rules(p, name, frame, found)
+            ready = [(p, f) for p, f in ready if id(p) in running]
+            for p, f in ready:
+                p.last_frame_at = f.captured_at
+                p.last_frame = f
+                FRAMES_ANALYSED.labels(p.camera.id).inc()
+                self.stats.frames_analysed[p.camera.id] = self.stats.frames_analysed.get(p.camera.id, 0) + 1
         return len(ready)
 
-    def _analyse(self, model_name: str, model: LoadedModel, batch: list[tuple[CameraPipeline, Frame]]) -> None:
+    def _detect(self, model_name: str, model: LoadedModel, batch: list[tuple[CameraPipeline, Frame]]
+                ) -> list[Detections | None]:
+        """One batched detection (and crop classification); None for a frame whose inference failed."""
         t0 = time.perf_counter()
         results = model.detect([f.image for _, f in batch], orig_sizes=[f.orig_size for _, f in batch])
         elapsed = time.perf_counter() - t0
@@ -252,13 +266,14 @@ class Worker:
         BATCH_SIZE.labels(model_name).observe(len(batch))
         self.stats.inference_s.append(elapsed)
         self.stats.batch_sizes.append(len(batch))
-        for (p, frame), detections in zip(batch, results, strict=True):
+        found: list[Detections | None] = []
+        for (_, frame), detections in zip(batch, results, strict=True):
             if detections is None:  # its inference process died or hung: counted as dropped there
                 self.stats.frames_dropped += 1
-                continue
-            if model.classifiers:
+            elif model.classifiers:
                 detections = model.classify(detections, frame.full_bgr)
-            self._apply_rules(p, model_name, frame, detections)
+            found.append(detections)
+        return found
 
     def _apply_rules(self, p: CameraPipeline, model_name: str, frame: Frame, detections: Detections) -> None:
         """Track one frame's detections (plus its moving blobs, for motion rules) and run the rules."""
