@@ -1,9 +1,12 @@
-"""Snapshots and publishing off the worker loop: one thread makes the snapshot of each opened event and
-publishes every revision, in the order the loop emitted them.
+"""Snapshots and publishing off the worker loop: a few threads make the snapshots of opened events, one
+thread publishes every revision, in the order the loop emitted them.
 
 The loop goes on analysing every camera while a snapshot is converted, drawn, encoded and written, or
 while a full bus makes publishing wait; only when `max_pending` events wait does the loop wait too, so
 nothing is ever dropped. Revisions made before their event's snapshot was ready get its snapshot here.
+
+Snapshots render in `render_threads` threads: conversion and JPEG encoding release the GIL, so a burst of
+events (a shift starting without hats on many cameras) uses both cores instead of queueing behind one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from brightkitchen.bus import Bus
@@ -29,12 +33,15 @@ class EventPublisher:
         make_snapshot: Callable[[Event, Any], tuple[str, str]],
         on_published: Callable[[Event, float], None],
         max_pending: int = 1000,
+        render_threads: int = 2,
     ) -> None:
         self.bus = bus
         self.make_snapshot = make_snapshot
         self.on_published = on_published
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
+        self._render_threads = render_threads
+        self._renderers: ThreadPoolExecutor | None = None
         self._snapshots: dict[str, tuple[str, str]] = {}  # event id -> (snapshot, sha256) until it closes
 
     @property
@@ -43,6 +50,7 @@ class EventPublisher:
 
     def start(self) -> None:
         if not self.running:
+            self._renderers = ThreadPoolExecutor(self._render_threads, thread_name_prefix="snapshot")
             self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
             self._thread.start()
 
@@ -52,6 +60,8 @@ class EventPublisher:
             assert self._thread is not None
             self._queue.put(_STOP)
             self._thread.join(timeout_s)
+        if self._renderers is not None:
+            self._renderers.shutdown(wait=True)
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -59,10 +69,12 @@ class EventPublisher:
     def submit(self, event: Event, frame_time: float, snapshot_job: Any = None) -> None:
         """Queue an event revision (with what its snapshot is made from, for an opened event). Without the
         thread running (a worker driven tick by tick), it is handled at once."""
-        if self.running:
-            self._queue.put((event, frame_time, snapshot_job))
-        else:
-            self._handle(event, frame_time, snapshot_job)
+        if not self.running:
+            self._handle(event, frame_time, self._render(event, snapshot_job))
+            return
+        assert self._renderers is not None
+        rendering = self._renderers.submit(self._render, event, snapshot_job) if snapshot_job is not None else None
+        self._queue.put((event, frame_time, rendering))
 
     def _run(self) -> None:
         while True:
@@ -74,13 +86,21 @@ class EventPublisher:
             except Exception:  # a bug here must not end publishing for every camera
                 log.exception("publishing event %s failed", item[0].id)
 
-    def _handle(self, event: Event, frame_time: float, snapshot_job: Any) -> None:
-        if snapshot_job is not None:
-            try:
-                event.snapshot, event.snapshot_sha256 = self.make_snapshot(event, snapshot_job)
-                self._snapshots[event.id] = (event.snapshot, event.snapshot_sha256)
-            except Exception:  # the event goes out without its picture rather than not at all
-                log.exception("snapshot of event %s failed", event.id)
+    def _render(self, event: Event, snapshot_job: Any) -> tuple[str, str] | None:
+        if snapshot_job is None:
+            return None
+        try:
+            return self.make_snapshot(event, snapshot_job)
+        except Exception:  # the event goes out without its picture rather than not at all
+            log.exception("snapshot of event %s failed", event.id)
+            return None
+
+    def _handle(self, event: Event, frame_time: float, snapshot: tuple[str, str] | Future | None) -> None:
+        if isinstance(snapshot, Future):
+            snapshot = snapshot.result()
+        if snapshot is not None:
+            event.snapshot, event.snapshot_sha256 = snapshot
+            self._snapshots[event.id] = snapshot
         elif event.snapshot is None and event.id in self._snapshots:
             event.snapshot, event.snapshot_sha256 = self._snapshots[event.id]
         if event.phase == "closed":

@@ -64,10 +64,14 @@ class Frame:
     captured_at: float
     seq: int
     av_frame: av.VideoFrame = field(repr=False)
+    # PyAV converts a frame with the frame's own scaler, which crashes when two threads use it at once (two
+    # events opened on one frame have their snapshots rendered in parallel).
+    _converting: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def full_bgr(self) -> np.ndarray:
         """The frame at the camera's full resolution in BGR (converted only when asked for)."""
-        return self.av_frame.to_ndarray(format="bgr24")
+        with self._converting:
+            return self.av_frame.to_ndarray(format="bgr24")
 
 
 class SourceError(Exception):

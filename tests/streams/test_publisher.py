@@ -57,3 +57,21 @@ def test_a_failed_snapshot_still_publishes_the_event_and_without_the_thread_it_p
     publisher.submit(event(new_event_id(), "open", 1), 0.0, "job")  # not started: handled in the caller
     (out,) = drain(bus, 1)
     assert out.phase == "open" and out.snapshot is None
+
+
+def test_snapshots_of_two_events_render_at_the_same_time_and_still_publish_in_order():
+    bus = InProcessBus()
+    both_rendering = threading.Barrier(2, timeout=10)  # broken (and the snapshot failed) if rendered one by one
+
+    def snapshot(e: Event, job: str) -> tuple[str, str]:
+        both_rendering.wait()
+        return f"{job}.jpg", "sha"
+
+    publisher = EventPublisher(bus, snapshot, lambda e, t: None, render_threads=2)
+    publisher.start()
+    a, b = new_event_id(), new_event_id()
+    publisher.submit(event(a, "open", 1), 0.0, "a")
+    publisher.submit(event(b, "open", 1), 0.0, "b")
+    out = drain(bus, 2)
+    publisher.stop()
+    assert [(e.id, e.snapshot) for e in out] == [(a, "a.jpg"), (b, "b.jpg")]
