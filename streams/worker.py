@@ -138,7 +138,7 @@ class Worker:
         # Models this worker loaded (or swapped in) are closed when it stops; the caller's stay open.
         self._owned_models = {id(m) for m in self.models.values()} if models is None else set()
         self.stats = WorkerStats()
-        # Snapshots and bus publishing run in their own thread, so the loop never waits for them.
+        # Snapshots and bus publishing run in their own threads, so the loop never waits for them.
         self.publisher = EventPublisher(bus, self._render_snapshot, self._published)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
