@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,15 +37,30 @@ CJK_FONTS = (
 log = logging.getLogger(__name__)
 
 
+_thread_faces = threading.local()
+
+
 @functools.cache
-def title_font() -> cv2.FontFace | None:
+def cjk_font_path() -> str | None:
     """The first CJK font found on the system, or None (then titles are drawn in ASCII)."""
     for path in CJK_FONTS:
         if Path(path).is_file():
-            return cv2.FontFace(path)
+            return path
     log.warning("no CJK font found (install fonts-droid-fallback): snapshot titles draw non-ASCII characters "
                 "as '?'")
     return None
+
+
+def title_font() -> cv2.FontFace | None:
+    """This thread's face of the CJK font, or None. A FreeType face keeps the size it last drew at as
+    state, so threads rendering snapshots at the same time each get their own."""
+    path = cjk_font_path()
+    if path is None:
+        return None
+    faces: dict[str, cv2.FontFace] = _thread_faces.__dict__.setdefault("faces", {})
+    if path not in faces:
+        faces[path] = cv2.FontFace(path)
+    return faces[path]
 
 
 def _ascii(text: str) -> str:

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 
@@ -62,11 +64,31 @@ def test_chinese_camera_names_are_drawn_not_replaced_by_question_marks():
     assert (np.abs(chinese.astype(int) - marks.astype(int)) > 128).sum() > 20
 
 
+def test_each_thread_draws_titles_with_its_own_font_face():
+    # A FreeType face is not safe to share between threads: snapshots render in two.
+    faces, bars = {}, {}
+
+    def draw_title(name: str) -> None:
+        faces[name] = draw.title_font()
+        bars[name] = title_bar("后厨 1 Kitchen 1")
+
+    threads = [threading.Thread(target=draw_title, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert faces["a"] is not None and faces["a"] is not faces["b"]
+    mine = draw.title_font()
+    assert mine is draw.title_font()  # kept for the thread's next snapshot
+    assert mine is not faces["a"] and mine is not faces["b"]
+    assert (bars["a"] == bars["b"]).all() and (bars["a"] == title_bar("后厨 1 Kitchen 1")).all()
+
+
 def test_without_a_cjk_font_titles_fall_back_to_ascii(monkeypatch: pytest.MonkeyPatch, caplog):
     monkeypatch.setattr(draw, "CJK_FONTS", ("/nonexistent/font.ttf",))
-    draw.title_font.cache_clear()
+    draw.cjk_font_path.cache_clear()
     try:
         assert (title_bar("后厨 1") == title_bar("?? 1")).all()
         assert "no CJK font found" in caplog.text
     finally:
-        draw.title_font.cache_clear()
+        draw.cjk_font_path.cache_clear()
