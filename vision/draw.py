@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,12 +107,34 @@ def annotate(
         cv2.putText(image, label, (x1 + margin, top + margin + th), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
 
     # The title bar goes on last so that boxes reaching the top edge never hide it.
-    if timestamp is not None:
-        title = f"{title}  {datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
+    stamp = "" if timestamp is None else f"  {datetime.fromtimestamp(timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
     cv2.rectangle(image, (0, 0), (w - 1, bar_h), BAR, -1)
+    room = w - 2 * margin
     font = title_font()
     if font is None:
-        cv2.putText(image, _ascii(title), (margin, margin + text_h), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
+        def width(text: str) -> int:
+            return cv2.getTextSize(text, FONT, font_scale, thickness)[0][0]
+
+        text = _fit(_ascii(title), stamp, room, width, "...")
+        cv2.putText(image, text, (margin, margin + text_h), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
     else:  # size in pixels: about the Hershey labels' height, glyphs sitting on the same baseline
-        cv2.putText(image, title, (margin, margin + text_h), WHITE, font, max(8, round(1.4 * text_h)))
+        size = max(8, round(1.4 * text_h))
+
+        def width(text: str) -> int:
+            return cv2.getTextSize((w, h), text, (0, 0), font, size)[2]
+
+        text = _fit(title, stamp, room, width, "…")
+        cv2.putText(image, text, (margin, margin + text_h), WHITE, font, size)
     return image
+
+
+def _fit(title: str, stamp: str, room: int, width: Callable[[str], int], ellipsis: str) -> str:
+    """title + stamp, with the title's end cut off (marked by the ellipsis) until it fits in `room` pixels;
+    the time stamp is evidence, so it is kept whole."""
+    if width(title + stamp) <= room:
+        return title + stamp
+    for end in range(len(title) - 1, 0, -1):
+        text = title[:end].rstrip() + ellipsis + stamp
+        if width(text) <= room:
+            return text
+    return ellipsis + stamp

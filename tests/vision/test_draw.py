@@ -92,3 +92,18 @@ def test_without_a_cjk_font_titles_fall_back_to_ascii(monkeypatch: pytest.Monkey
         assert "no CJK font found" in caplog.text
     finally:
         draw.cjk_font_path.cache_clear()
+
+
+def test_a_long_title_is_cut_to_fit_a_small_snapshot():
+    frame = np.zeros((180, 320, 3), dtype=np.uint8)
+    title = "第一中学食堂 后厨 1 号灶台  no_hat_in_kitchen"
+    bar = annotate(frame, Detections.empty(), NAMES, title=title, highlight=set(), timestamp=1_700_000_000.0)[:30]
+    text_columns = np.where((bar > 128).any(axis=(0, 2)))[0]
+    assert text_columns.max() < 320 - 2  # drawn inside the margin, not cut by the frame's edge
+
+
+def test_fit_cuts_the_title_never_the_stamp():
+    assert draw._fit("kitchen", " 12:00", 20, len, "~") == "kitchen 12:00"
+    assert draw._fit("abcdefghijklmnopqrstuvwxyz", " 12:00", 20, len, "~") == "abcdefghijklm~ 12:00"
+    assert draw._fit("ab cd", " 12:00", 10, len, "~") == "ab~ 12:00"
+    assert draw._fit("abcdefgh", " 12:00", 7, len, "~") == "~ 12:00"
