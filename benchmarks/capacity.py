@@ -168,6 +168,7 @@ class Step:
     runtime: str = ""  # what ran the model: engine, provider, precision (as the service's API says), processes
     inference_skipped: int = 0
     inference_skipped_share: float = 0.0  # of the frames analysed, those the motion gate let go without inference
+    frames_replaced: int = 0  # frames a newer one replaced before the worker took them, warm-up included
     mean_batch: float | None = None
     inference_ms_p50: float | None = None
     events_published: int = 0
@@ -597,6 +598,7 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
         for m in api.get("models", [])
     )
     step.inference_skipped = summary.get("inference_skipped", 0)
+    step.frames_replaced = summary.get("frames_replaced", 0)
     analysed = sum(drained.get("frames_analysed", {}).values())
     step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
     step.mean_batch = summary.get("mean_batch")
@@ -816,6 +818,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
         "received_in_window": {c: received1[c] - received0[c] for c in readers},
         "decode_modes": modes,
         "inference_skipped": sum(s["inference_skipped_still"] + s["inference_skipped_schedule"] for s in statuses),
+        "frames_replaced": sum(s["frames_replaced"] for s in statuses),
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
         "inference_ms_p50": round(statistics.median(inference) * 1000, 1) if inference else None,
         "bus_latency_p95_s": round(bus_latency_p95, 3) if bus_latency_p95 is not None else None,
