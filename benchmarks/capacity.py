@@ -168,7 +168,7 @@ class Step:
     runtime: str = ""  # what ran the model: engine, provider, precision (as the service's API says), processes
     inference_skipped: int = 0
     inference_skipped_share: float = 0.0  # of the frames analysed, those the motion gate let go without inference
-    frames_replaced: int = 0  # frames a newer one replaced before the worker took them, warm-up included
+    frames_replaced: int = 0  # frames a newer one replaced in a reader's mailbox before the worker took them
     mean_batch: float | None = None
     inference_ms_p50: float | None = None
     events_published: int = 0
@@ -781,14 +781,14 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     say("CONNECTED", {"missing": missing})
     time.sleep(warmup_s)
     frames0 = dict(worker.stats.frames_analysed)
-    received0 = {c: r.status().frames_received for c, r in readers.items()}
+    status0 = {c: r.status() for c, r in readers.items()}
     batches0, inference0 = len(worker.stats.batch_sizes), len(worker.stats.inference_s)
     latencies0 = len(worker.stats.event_latency_s)  # the bounded samples do not fill up in one step
     t0 = time.monotonic()
     say("MEASURE")
     time.sleep(seconds)
     frames1 = dict(worker.stats.frames_analysed)
-    received1 = {c: r.status().frames_received for c, r in readers.items()}
+    status1 = {c: r.status() for c, r in readers.items()}
     elapsed = time.monotonic() - t0
     batches = list(worker.stats.batch_sizes)[batches0:]
     inference = list(worker.stats.inference_s)[inference0:]
@@ -815,10 +815,10 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     say("SUMMARY", {
         "seconds": elapsed,
         "frames_in_window": {c: frames1.get(c, 0) - frames0.get(c, 0) for c in readers},
-        "received_in_window": {c: received1[c] - received0[c] for c in readers},
+        "received_in_window": {c: status1[c].frames_received - status0[c].frames_received for c in readers},
         "decode_modes": modes,
         "inference_skipped": sum(s["inference_skipped_still"] + s["inference_skipped_schedule"] for s in statuses),
-        "frames_replaced": sum(s["frames_replaced"] for s in statuses),
+        "frames_replaced": sum(status1[c].frames_replaced - status0[c].frames_replaced for c in readers),
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
         "inference_ms_p50": round(statistics.median(inference) * 1000, 1) if inference else None,
         "bus_latency_p95_s": round(bus_latency_p95, 3) if bus_latency_p95 is not None else None,

@@ -37,7 +37,12 @@ CJK_FONTS = (
 log = logging.getLogger(__name__)
 
 
-_thread_faces = threading.local()
+class _ThreadFaces(threading.local):
+    def __init__(self) -> None:
+        self.by_path: dict[str, cv2.FontFace] = {}
+
+
+_thread_faces = _ThreadFaces()
 
 
 @functools.cache
@@ -57,7 +62,7 @@ def title_font() -> cv2.FontFace | None:
     path = cjk_font_path()
     if path is None:
         return None
-    faces: dict[str, cv2.FontFace] = _thread_faces.__dict__.setdefault("faces", {})
+    faces = _thread_faces.by_path
     if path not in faces:
         faces[path] = cv2.FontFace(path)
     return faces[path]
@@ -112,18 +117,11 @@ def annotate(
     room = w - 2 * margin
     font = title_font()
     if font is None:
-        def width(text: str) -> int:
-            return cv2.getTextSize(text, FONT, font_scale, thickness)[0][0]
-
-        text = _fit(_ascii(title), stamp, room, width, "...")
+        text = _fit(_ascii(title), stamp, room, lambda t: cv2.getTextSize(t, FONT, font_scale, thickness)[0][0], "...")
         cv2.putText(image, text, (margin, margin + text_h), FONT, font_scale, WHITE, thickness, cv2.LINE_AA)
     else:  # size in pixels: about the Hershey labels' height, glyphs sitting on the same baseline
         size = max(8, round(1.4 * text_h))
-
-        def width(text: str) -> int:
-            return cv2.getTextSize((w, h), text, (0, 0), font, size)[2]
-
-        text = _fit(title, stamp, room, width, "…")
+        text = _fit(title, stamp, room, lambda t: cv2.getTextSize((w, h), t, (0, 0), font, size)[2], "…")
         cv2.putText(image, text, (margin, margin + text_h), WHITE, font, size)
     return image
 
