@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import av
@@ -35,6 +36,23 @@ def test_server_loops_the_clip_with_increasing_timestamps(rtsp_server, clip_fact
     assert steps == {3600}  # 25 fps on the 90 kHz RTP clock, also across the loop
     keyframes = [index for index, packet in enumerate(packets) if packet.is_keyframe]
     assert len(keyframes) >= 13 and {b - a for a, b in zip(keyframes, keyframes[1:], strict=False)} == {5}
+
+
+def test_server_sends_at_the_frame_rate_like_a_camera(rtsp_server, clip_factory) -> None:
+    # The feeder queues a second of video at a time; the stream must still come at 25 fps, not in bursts.
+    clip = clip_factory(1, gop=5)
+    server = rtsp_server({"/cam": clip})
+    options = {"rtsp_transport": "tcp", "timeout": "5000000"}
+    with av.open(server.url("/cam"), options=options, timeout=(5.0, 5.0)) as container:
+        arrivals = []
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                arrivals.append(time.monotonic())
+            if len(arrivals) == 131:
+                break
+    # The first second comes at once (read while the stream was probed); the next 100 frame intervals
+    # are 4 s at 25 fps, where a burst would take a fraction of a second.
+    assert arrivals[-1] - arrivals[30] > 3.0
 
 
 def test_clients_of_one_mount_share_it(rtsp_server, h264_clip) -> None:
