@@ -495,8 +495,8 @@ def rtsp_servers(clip: Path, cameras: int, per_server: int) -> Iterator[tuple[li
             mounts = {f"/cam-{i:03d}": clip for i in range(first, min(cameras, first + per_server))}
             server = stack.enter_context(RtspServerProcess(mounts, spread=True, ready_timeout_s=60))
             urls += [server.url(m) for m in mounts]
-            assert server._process is not None
-            pids.append(server._process.pid)
+            assert server.pid is not None
+            pids.append(server.pid)
         yield urls, pids
 
 

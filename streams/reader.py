@@ -251,6 +251,16 @@ class DecodePolicy:
                 "converting only those analysed")
 
 
+def live_options(read_timeout_s: float) -> dict[str, str]:
+    """FFmpeg's options for a live camera: RTP interleaved in the RTSP connection, and a read timeout.
+
+    The read timeout is FFmpeg's own socket timeout, not PyAV's: PyAV checks its timeouts in a callback
+    that takes the GIL many times per packet, and with dozens of cameras the reader threads then spend
+    their time waiting for the GIL instead of reading.
+    """
+    return {"rtsp_transport": "tcp", "timeout": str(int(read_timeout_s * 1e6))}
+
+
 class CameraReader(threading.Thread):
     """Reads one camera in its own daemon thread; `latest()` gives the newest analysed frame."""
 
@@ -388,12 +398,7 @@ class CameraReader(threading.Thread):
             self._last_error_at = time.time()
 
     def _open(self) -> av.container.InputContainer:
-        options = {}
-        if self.live:
-            # The read timeout is FFmpeg's own socket timeout, not PyAV's: PyAV checks its timeouts in
-            # a callback that takes the GIL many times per packet, and with dozens of cameras the reader
-            # threads then spend their time waiting for the GIL instead of reading.
-            options = {"rtsp_transport": "tcp", "timeout": str(int(self.read_timeout_s * 1e6))}
+        options = live_options(self.read_timeout_s) if self.live else {}
         started = time.monotonic()
         try:
             return av.open(self.url, options=options, timeout=(self.open_timeout_s, None))

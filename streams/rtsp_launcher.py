@@ -74,6 +74,10 @@ class RtspServerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
     def url(self, mount: str) -> str:
         return f"rtsp://127.0.0.1:{self.port}/{mount.lstrip('/')}"
 
