@@ -25,10 +25,9 @@ from typing import Any
 
 import av
 
-from benchmarks.capacity import machine, process_cpu_s
+from benchmarks.capacity import Setting, machine, process_cpu_s, rtsp_servers
 from benchmarks.worker_bench import make_clip
 from streams.reader import CameraReader, live_options
-from streams.rtsp_launcher import RtspServerProcess
 
 MODES = ("receive", "reader")
 OPEN_TIMEOUT_S = READ_TIMEOUT_S = 5.0
@@ -155,15 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"need --cameras >= 1, --seconds > 0 and modes of {', '.join(MODES)} (unknown: {unknown})")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    clip = make_clip(cache, width, height, args.bitrate, args.gop, args.clip_seconds)
-    mounts = {f"/cam-{i:03d}": clip for i in range(args.cameras)}
+    setting = Setting.parse(f"{args.bitrate}/{args.gop}", args.size)
+    clip = make_clip(cache, setting.width, setting.height, setting.bitrate, setting.gop, args.clip_seconds)
     report: dict[str, Any] = {"machine": machine(), "clip": clip.name, "rows": []}
-    with RtspServerProcess(mounts, spread=True, ready_timeout_s=60) as server:
-        assert server.pid is not None
-        urls = [server.url(mount) for mount in mounts]
+    with rtsp_servers(clip, args.cameras, per_server=args.cameras) as (urls, (server_pid,)):
         for mode in modes:
-            report["rows"].append(measure(mode, urls, server.pid, args.warmup, args.seconds))
+            report["rows"].append(measure(mode, urls, server_pid, args.warmup, args.seconds))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
