@@ -3,8 +3,9 @@
     python -m benchmarks.camera_cost --cameras 48 --seconds 20
 
 N loopback RTSP cameras (by default the capacity benchmark's 1080p clip at 4 Mb/s with a 1 s GOP, the
-mounts spread over its keyframes) are read twice, each time by a child process of N threads, and the CPU
-of the child and of the RTSP server is measured over the same window:
+mounts spread over its keyframes, --cameras-per-stream cameras to a mount as there) are read twice, each
+time by a child process of N threads, and the CPU of the child and of the RTSP server is measured over
+the same window:
 - receive: RTSP over TCP and demuxing only, with the reader's own FFmpeg options (the baseline);
 - reader: `CameraReader` as the worker runs it (keyframes only at 1 analysed fps, shrink to 320 px, BGR),
   with nobody taking its frames.
@@ -25,7 +26,7 @@ from typing import Any
 
 import av
 
-from benchmarks.capacity import Setting, machine, process_cpu_s, rtsp_servers
+from benchmarks.capacity import CAMERAS_PER_STREAM, Setting, machine, process_cpu_s, rtsp_servers
 from benchmarks.worker_bench import make_clip
 from streams.reader import CameraReader, live_options
 
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitrate", default="4M")
     parser.add_argument("--gop", type=int, default=25, help="keyframe interval in frames at 25 fps")
     parser.add_argument("--clip-seconds", type=float, default=40.0, help="length of the looped clip")
+    parser.add_argument("--cameras-per-stream", type=int, default=CAMERAS_PER_STREAM,
+                        help="cameras that read one mount of the loopback server, as in the capacity benchmark")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--cache", default="var/bench", help="where the rendered clip is kept")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -150,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child, args.urls, args.warmup, args.seconds)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))
-    if unknown or not modes or args.cameras < 1 or args.seconds <= 0:
-        parser.error(f"need --cameras >= 1, --seconds > 0 and modes of {', '.join(MODES)} (unknown: {unknown})")
+    if unknown or not modes or args.cameras < 1 or args.seconds <= 0 or args.cameras_per_stream < 1:
+        parser.error(f"need --cameras >= 1, --seconds > 0, --cameras-per-stream >= 1 and modes of "
+                     f"{', '.join(MODES)} (unknown: {unknown})")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     setting = Setting.parse(f"{args.bitrate}/{args.gop}", args.size)
     clip = make_clip(cache, setting.width, setting.height, setting.bitrate, setting.gop, args.clip_seconds)
     report: dict[str, Any] = {"machine": machine(), "clip": clip.name, "rows": []}
-    with rtsp_servers(clip, args.cameras, per_server=args.cameras) as (urls, (server_pid,)):
+    with rtsp_servers(clip, args.cameras, args.cameras, args.cameras_per_stream) as (urls, (server_pid,)):
         for mode in modes:
             report["rows"].append(measure(mode, urls, server_pid, args.warmup, args.seconds))
     if args.json:

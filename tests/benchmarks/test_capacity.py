@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import pytest
@@ -22,10 +23,12 @@ from benchmarks.capacity import (
     process_rss_mb,
     process_tree,
     ramp,
+    rtsp_servers,
     tree_cpu_s,
     tree_rss_mb,
     write_results,
 )
+from tests.streams.test_reader_rtsp_server import read_packets
 
 
 @pytest.mark.usefixtures("rtsp_server")  # skips (or fails on CI) when no RTSP server can run
@@ -83,6 +86,20 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
     assert "| naive | 360p 1Mb/s GOP 1 s |" in text and report["machine"]["cpu"] in text
     image = cv2.imread(str(plot))
     assert image is not None and image.shape[0] > 100
+
+
+@pytest.mark.usefixtures("rtsp_server")  # skips (or fails on CI) when no RTSP server can run
+def test_cameras_share_mounts_each_over_its_own_connection(h264_clip):
+    with rtsp_servers(h264_clip, 5, per_server=2, per_stream=2) as (urls, pids):
+        assert len(urls) == 5 and len(set(pids)) == 2  # 3 mounts, at most 2 per server process
+        assert len(set(urls)) == 3 and urls[0] == urls[3]
+        with ThreadPoolExecutor(2) as pool:  # two cameras of one mount at once: each gets the whole stream
+            both = list(pool.map(lambda url: read_packets(url, 30), [urls[0], urls[3]]))
+    for packets in both:
+        pts = [p.pts for p in packets]
+        assert len(pts) == 30 and all(b - a == 3600 for a, b in zip(pts, pts[1:], strict=False))
+    with pytest.raises(ValueError, match="at least 1"), rtsp_servers(h264_clip, 2, 2, per_stream=0):
+        pass
 
 
 def test_results_section_is_replaced_not_repeated(tmp_path):
