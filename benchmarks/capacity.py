@@ -64,7 +64,7 @@ RESULTS_END = "<!-- capacity benchmark{}: end -->"
 SCENE_TITLES = {"busy": "", "after-hours": ", after hours (an empty kitchen)"}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 STREAM_FPS = 25.0  # the rendered clips' frame rate
-CAMERAS_PER_STREAM = 8  # cameras reading one mount of the loopback server (see rtsp_servers)
+CAMERAS_PER_STREAM = 4  # cameras reading one mount of the loopback server (see rtsp_servers)
 # Other processes using more than this during a measured window make the numbers low (flagged).
 BUSY_BOX_CORES = 0.25
 
@@ -495,11 +495,10 @@ def rtsp_servers(clip: Path, cameras: int, per_server: int,
     """Servers for `cameras` cameras of one clip -> (urls, server pids).
 
     Every `per_stream` cameras read one mount, each over its own connection, as viewers of one camera do:
-    the server's pipeline per mount, not its connections, is most of what it costs (measured: 4.5 ms of
-    CPU per camera-second with a mount each, 1.0 with 8 cameras to a mount), and real cameras cost the
-    box nothing. Cameras of one mount are in step, keyframes together, which is harder on the service
-    than cameras that are not; mounts start at keyframes spread over the clip. At most `per_server`
-    mounts per server process.
+    the server's pipeline per mount, not its connections, is most of what it costs, and real cameras
+    cost the box nothing. Cameras of one mount are in step (keyframes together); mounts start at
+    keyframes spread over the clip. benchmarks/RESULTS.md has what sharing changes on both sides. At
+    most `per_server` mounts per server process.
     """
     if per_stream < 1:
         raise ValueError(f"cameras per stream must be at least 1, got {per_stream}")
@@ -1134,7 +1133,9 @@ def report_text(report: dict[str, Any], rows: list[Row], target: Target, command
         f"on the API's event stream). Every camera must also take in its whole stream ({STREAM_FPS:g} frames a "
         f"second, same tolerance). The naive design has no latency to meet (it runs no rules). "
         f"{report['setup']['seconds']:g} s measured per step after {report['setup']['warmup']:g} s of warm-up; the "
-        f"demo's model and rules; the RTSP servers run on the same box and their CPU is shown apart. Service CPU and "
+        f"demo's model and rules; the RTSP servers run on the same box and their CPU is shown apart, "
+        f"{report['setup']['cameras_per_stream']} cameras to a mount (each over its own connection, in step with the "
+        f"others of its mount). Service CPU and "
         f"memory are the service process's with its inference processes; the benchmark's own process (following the "
         f"event stream and the metrics) is shown apart too."
         + (f" Overrides of every configuration: {json.dumps(report['setup']['overrides'])}."
@@ -1267,7 +1268,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "load_at_end": os.getloadavg(),
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "setup": {"fps": args.fps, "size": args.size, "streams": args.streams, "seconds": args.seconds,
-                  "warmup": args.warmup, "target": asdict(target), "overrides": extra},
+                  "warmup": args.warmup, "cameras_per_stream": args.cameras_per_stream, "target": asdict(target),
+                  "overrides": extra},
         "rows": [{**asdict(r), "max_cameras": r.max_cameras, "memory_per_camera_mb": r.memory_per_camera_mb()}
                  for r in rows],
         "summary": summary(rows),
