@@ -9,7 +9,7 @@ halved between the last pass and the first failure down to --resolution. Every s
 
 - loopback RTSP servers (GStreamer, no re-encoding; --per-server mounts each) replay the same rendered
   kitchen clip to every camera, --cameras-per-stream cameras to a mount (each over its own connection),
-  each mount starting at another keyframe so its cameras are not in step with the others';
+  each mount starting at another keyframe: the cameras of one mount are in step, mounts are not;
 - the service itself (`brightkitchen serve`'s parts: worker, ingest, SQLite store, API) runs in a child
   process on the demo's model and rules; this process follows the API's event stream (SSE) and reads
   its metrics, as a platform would;
