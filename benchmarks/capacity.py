@@ -490,8 +490,7 @@ def metric_values(text: str, name: str) -> dict[str, float]:
 
 
 @contextmanager
-def rtsp_servers(clip: Path, cameras: int, per_server: int,
-                 per_stream: int = CAMERAS_PER_STREAM) -> Iterator[tuple[list[str], list[int]]]:
+def rtsp_servers(clip: Path, cameras: int, per_server: int, per_stream: int) -> Iterator[tuple[list[str], list[int]]]:
     """Servers for `cameras` cameras of one clip -> (urls, server pids).
 
     Every `per_stream` cameras read one mount, each over its own connection, as viewers of one camera do:
