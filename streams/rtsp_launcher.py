@@ -58,7 +58,7 @@ class RtspServerProcess:
     """
 
     def __init__(self, mounts: dict[str, Path], port: int | None = None, *, fps: float = 25.0,
-                 ready_timeout_s: float = 15.0, spread: bool = False) -> None:
+                 ready_timeout_s: float = 15.0, spread: bool = False, user: str | None = None) -> None:
         if not mounts:
             raise ValueError("at least one mount is needed")
         self.mounts = {("/" + mount.lstrip("/")): Path(path) for mount, path in mounts.items()}
@@ -66,6 +66,7 @@ class RtspServerProcess:
         self.fps = fps
         self.ready_timeout_s = ready_timeout_s
         self.spread = spread  # mounts of one file start at different keyframes (cameras not in step)
+        self.user = user  # "name:password": every mount asks for Digest authentication
         self._process: subprocess.Popen[str] | None = None
         self._output = _ServerOutput()
         self._paused = False
@@ -96,6 +97,8 @@ class RtspServerProcess:
             command += ["--mount", f"{mount}={path}"]
         if self.spread:
             command.append("--spread")
+        if self.user:
+            command += ["--user", self.user]
         self._paused = False
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -1,11 +1,14 @@
 #!/usr/bin/python3
-"""Loopback RTSP server that replays H.264 Annex-B files forever, without re-encoding.
+"""Loopback RTSP server that replays H.264 or H.265 Annex-B files forever, without re-encoding.
 
 Stands in for real cameras in tests, benchmarks and the demo. Run it with the system Python, the one
 that has python3-gi (GStreamer's RTSP server bindings); it imports nothing but the standard library
 and gi, so it works without the project's virtualenv:
 
-    /usr/bin/python3 streams/rtsp_server.py --port 8554 --mount /cam1=cam1.h264 --mount /cam2=cam2.h264
+    /usr/bin/python3 streams/rtsp_server.py --port 8554 --mount /cam1=cam1.h264 --mount /cam2=cam2.h265
+
+A file is H.265 when its name ends in .h265 or .hevc. `--user NAME:PASSWORD` makes every mount ask for
+Digest authentication, as most cameras do.
 
 It prints exactly one line, "READY rtsp://127.0.0.1:PORT", on stdout once it listens (launchers wait
 for it) and logs to stderr. SIGTERM or SIGINT stops it. `--check` only verifies that GStreamer and the
@@ -28,14 +31,59 @@ from pathlib import Path
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
-REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay")
+REQUIRED_ELEMENTS = ("appsrc", "h264parse", "rtph264pay", "h265parse", "rtph265pay")
 START_CODE = b"\x00\x00\x01"
-NAL_IDR, NAL_NON_IDR = 5, 1
-# NAL types that, after a picture's slices, open the next access unit (H.264 7.4.1.2.3).
-NAL_OPENS_ACCESS_UNIT = {6, 7, 8, 9, 14, 15, 16, 17, 18}
+H265_SUFFIXES = (".h265", ".hevc")
+
+
+class H264:
+    name, label, parse, pay = "h264", "H.264", "h264parse", "rtph264pay"
+    # NAL types that, after a picture's slices, open the next access unit (H.264 7.4.1.2.3).
+    OPENS_ACCESS_UNIT = {6, 7, 8, 9, 14, 15, 16, 17, 18}
+
+    @staticmethod
+    def nal_type(unit: bytes) -> int:
+        return unit[0] & 0x1F
+
+    @staticmethod
+    def is_slice(nal_type: int) -> bool:
+        return nal_type in (1, 5)
+
+    @staticmethod
+    def is_keyframe(nal_type: int) -> bool:
+        return nal_type == 5
+
+    # first_mb_in_slice, the first ue(v) after the 1-byte header: a leading 1 bit means 0, a new picture.
+    HEADER_SIZE = 1
+
+
+class H265:
+    name, label, parse, pay = "h265", "H.265", "h265parse", "rtph265pay"
+    # VPS, SPS, PPS, AUD, prefix SEI and reserved types open the next access unit (H.265 7.4.2.4.4).
+    OPENS_ACCESS_UNIT = {32, 33, 34, 35, 39, 41, 42, 43, 44, *range(48, 56)}
+
+    @staticmethod
+    def nal_type(unit: bytes) -> int:
+        return (unit[0] >> 1) & 0x3F
+
+    @staticmethod
+    def is_slice(nal_type: int) -> bool:
+        return nal_type < 32
+
+    @staticmethod
+    def is_keyframe(nal_type: int) -> bool:
+        return 16 <= nal_type <= 21  # IRAP: BLA, IDR, CRA
+
+    # first_slice_segment_in_pic_flag, the first bit after the 2-byte header.
+    HEADER_SIZE = 2
+
+
+def codec_of(path: Path) -> type[H264] | type[H265]:
+    return H265 if path.suffix.lower() in H265_SUFFIXES else H264
 
 
 def split_nal_units(data: bytes) -> list[bytes]:
@@ -55,18 +103,16 @@ def split_nal_units(data: bytes) -> list[bytes]:
     return units
 
 
-def access_units(units: list[bytes]) -> list[tuple[bytes, bool]]:
-    """Group NAL units into access units (one picture each) -> [(annex-b bytes, is_idr)]."""
+def access_units(units: list[bytes], codec: type[H264] | type[H265] = H264) -> list[tuple[bytes, bool]]:
+    """Group NAL units into access units (one picture each) -> [(annex-b bytes, is_keyframe)]."""
     grouped: list[list[bytes]] = []
     current: list[bytes] = []
     has_slice = False
     for unit in units:
-        nal_type = unit[0] & 0x1F
-        is_slice = nal_type in (NAL_IDR, NAL_NON_IDR)
-        # first_mb_in_slice is the first ue(v) of the slice header: a leading 1 bit means it is 0,
-        # i.e. the first slice of a new picture.
-        first_slice = is_slice and len(unit) > 1 and bool(unit[1] & 0x80)
-        if has_slice and (nal_type in NAL_OPENS_ACCESS_UNIT or first_slice):
+        nal_type = codec.nal_type(unit)
+        is_slice = codec.is_slice(nal_type)
+        first_slice = is_slice and len(unit) > codec.HEADER_SIZE and bool(unit[codec.HEADER_SIZE] & 0x80)
+        if has_slice and (nal_type in codec.OPENS_ACCESS_UNIT or first_slice):
             grouped.append(current)
             current, has_slice = [], False
         current.append(unit)
@@ -74,25 +120,27 @@ def access_units(units: list[bytes]) -> list[tuple[bytes, bool]]:
     if current and has_slice:
         grouped.append(current)
     return [
-        (b"".join(b"\x00\x00\x00\x01" + unit for unit in group), any(u[0] & 0x1F == NAL_IDR for u in group))
+        (b"".join(b"\x00\x00\x00\x01" + unit for unit in group),
+         any(codec.is_keyframe(codec.nal_type(u)) for u in group))
         for group in grouped
     ]
 
 
 def load_loop(path: Path) -> list[bytes]:
-    """Access units of an H.264 file, starting at its first IDR so every loop starts decodable."""
+    """Access units of an H.264 or H.265 file, starting at its first keyframe so every loop starts decodable."""
     return [unit for unit, _ in load_loop_with_keyframes(path)]
 
 
 def load_loop_with_keyframes(path: Path) -> list[tuple[bytes, bool]]:
-    """Like load_loop, with each access unit's is-IDR flag."""
+    """Like load_loop, with each access unit's is-keyframe flag."""
     data = path.read_bytes()
+    codec = codec_of(path)
     if not data.startswith(START_CODE) and not data.startswith(b"\x00" + START_CODE):
-        raise ValueError(f"{path} is not an H.264 Annex-B elementary stream (no start code)")
-    units = access_units(split_nal_units(data))
+        raise ValueError(f"{path} is not an {codec.label} Annex-B elementary stream (no start code)")
+    units = access_units(split_nal_units(data), codec)
     first_idr = next((index for index, (_, is_idr) in enumerate(units) if is_idr), None)
     if first_idr is None:
-        raise ValueError(f"{path} has no IDR frame")
+        raise ValueError(f"{path} has no keyframe")
     return units[first_idr:]
 
 
@@ -125,17 +173,18 @@ class LoopingFeeder:
 class LoopingFileFactory(GstRtspServer.RTSPMediaFactory):
     """One mount: a pipeline per prepared media, shared by all of the mount's clients."""
 
-    def __init__(self, units: list[bytes], fps: float, start: int = 0) -> None:
+    def __init__(self, units: list[bytes], fps: float, start: int = 0,
+                 codec: type[H264] | type[H265] = H264) -> None:
         super().__init__()
         self.units = units
         self.fps = fps
         self.start = start
         fraction = Fraction(fps).limit_denominator(1001)
-        caps = (f"video/x-h264,stream-format=byte-stream,alignment=au,"
+        caps = (f"video/x-{codec.name},stream-format=byte-stream,alignment=au,"
                 f"framerate={fraction.numerator}/{fraction.denominator}")
         self.set_launch(
             f'( appsrc name=src format=time is-live=false caps="{caps}" '
-            "! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+            f"! {codec.parse} ! {codec.pay} name=pay0 pt=96 config-interval=-1 )"
         )
         self.set_shared(True)
         self.connect("media-configure", self.on_media_configure)
@@ -155,6 +204,28 @@ def parse_mount(text: str) -> tuple[str, Path]:
     return mount, Path(file_name)
 
 
+def parse_user(text: str) -> tuple[str, str]:
+    user, separator, password = text.partition(":")
+    if not separator or not user:
+        raise argparse.ArgumentTypeError(f"--user wants NAME:PASSWORD, got {text!r}")
+    return user, password
+
+
+def digest_auth(user: str, password: str) -> GstRtspServer.RTSPAuth:
+    """Digest authentication for one user, who may open every mount."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", user)
+    auth.add_digest(user, password, token)
+    auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    return auth
+
+
+def allow(factory: GstRtspServer.RTSPMediaFactory, role: str) -> None:
+    factory.add_role_from_structure(Gst.Structure.new_from_string(
+        f"{role}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
+
+
 def check_elements() -> list[str]:
     return [name for name in REQUIRED_ELEMENTS if Gst.ElementFactory.find(name) is None]
 
@@ -165,6 +236,8 @@ def main() -> int:
     parser.add_argument("--mount", type=parse_mount, action="append", default=[], metavar="/PATH=FILE.h264")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate the files are replayed at")
     parser.add_argument("--check", action="store_true", help="only check that GStreamer is usable")
+    parser.add_argument("--user", type=parse_user, metavar="NAME:PASSWORD",
+                        help="ask for Digest authentication with this user name and password")
     parser.add_argument("--spread", action="store_true",
                         help="start the mounts of one file at keyframes spread over it, so they are not in step")
     args = parser.parse_args()
@@ -185,6 +258,8 @@ def main() -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
+    if args.user:
+        server.set_auth(digest_auth(*args.user))
     mounts = server.get_mount_points()
     loaded: dict[Path, tuple[list[bytes], list[int]]] = {}  # one copy of each file, however many mounts serve it
     served: dict[Path, int] = {}
@@ -203,7 +278,10 @@ def main() -> int:
             count = sum(1 for m, p in args.mount if p == path)
             nth = served[path] = served.get(path, -1) + 1
             start = keyframes[nth * len(keyframes) // count]
-        mounts.add_factory(mount, LoopingFileFactory(units, args.fps, start))
+        factory = LoopingFileFactory(units, args.fps, start, codec_of(path))
+        if args.user:
+            allow(factory, args.user[0])
+        mounts.add_factory(mount, factory)
         print(f"{mount}: {path} ({len(units)} frames at {args.fps:g} fps, looping)", file=sys.stderr)
 
     loop = GLib.MainLoop()

@@ -22,7 +22,7 @@ import numpy as np
 PATTERNS = ("testsrc", "noisy", "still")
 NOISE_AMPLITUDE = 12
 
-_CONTAINER_FORMATS = {".h264": "h264", ".264": "h264", ".mp4": "mp4"}
+_CONTAINER_FORMATS = {".h264": "h264", ".264": "h264", ".mp4": "mp4", ".h265": "hevc", ".hevc": "hevc"}
 
 
 def parse_bitrate(bitrate: str | int) -> int:
@@ -49,6 +49,8 @@ def encode_h264(
 ) -> Path:
     """Encode BGR uint8 frames (all the same even width and height) into `path` (.h264 or .mp4).
 
+    A .h265 or .hevc path gets an H.265 elementary stream instead (libx265, same GOP rules).
+
     `bframes` > 0 makes a stream whose decoder reorders pictures, as some cameras send.
     """
     path = Path(path)
@@ -63,8 +65,8 @@ def encode_h264(
         stream = None
         for index, image in enumerate(frames):
             if stream is None:
-                stream = _add_x264_stream(container, image, fps=fps, gop=gop, bitrate=parse_bitrate(bitrate),
-                                          bframes=bframes)
+                stream = _add_video_stream(container, image, fps=fps, gop=gop, bitrate=parse_bitrate(bitrate),
+                                           bframes=bframes, hevc=container_format == "hevc")
             elif image.shape != (stream.height, stream.width, 3):
                 expected = (stream.height, stream.width, 3)
                 raise ValueError(f"frame {index} is {image.shape}, expected {expected}")
@@ -80,26 +82,26 @@ def encode_h264(
     return path
 
 
-def _add_x264_stream(container: av.container.OutputContainer, first: np.ndarray, *, fps: int, gop: int,
-                     bitrate: int, bframes: int) -> av.video.stream.VideoStream:
+def _add_video_stream(container: av.container.OutputContainer, first: np.ndarray, *, fps: int, gop: int,
+                      bitrate: int, bframes: int, hevc: bool) -> av.video.stream.VideoStream:
     if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
         raise ValueError(f"frames must be HxWx3 uint8 BGR, got {first.shape} {first.dtype}")
     height, width = first.shape[:2]
     if width % 2 or height % 2:
         raise ValueError(f"yuv420p needs even frame sizes, got {width}x{height}")
-    stream = container.add_stream("libx264", rate=fps)
+    stream = container.add_stream("libx265" if hevc else "libx264", rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.bit_rate = bitrate
     stream.codec_context.time_base = Fraction(1, fps)
     stream.codec_context.gop_size = gop
     stream.codec_context.max_b_frames = bframes
     stream.codec_context.thread_count = 1
-    stream.options = {
-        "preset": "veryfast",
-        "tune": "zerolatency",
-        # Fixed GOP like a camera: IDR exactly every `gop` frames, never an extra one on a scene cut.
-        "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:open-gop=0",
-    }
+    # Fixed GOP like a camera: IDR exactly every `gop` frames, never an extra one on a scene cut.
+    gop_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:open-gop=0"
+    stream.options = {"preset": "veryfast", "tune": "zerolatency", "x264-params": gop_params}
+    if hevc:  # parameter sets before every keyframe, as cameras send them
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency",
+                          "x265-params": f"{gop_params}:repeat-headers=1:log-level=error"}
     return stream
 
 

@@ -60,8 +60,9 @@ def rtsp_server() -> Iterator[RtspServerFactory]:
         pytest.skip(reason)
     servers: list[RtspServerProcess] = []
 
-    def start(mounts: dict[str, Path], port: int | None = None, fps: float = 25.0) -> RtspServerProcess:
-        server = RtspServerProcess(mounts, port=port, fps=fps)
+    def start(mounts: dict[str, Path], port: int | None = None, fps: float = 25.0,
+              user: str | None = None) -> RtspServerProcess:
+        server = RtspServerProcess(mounts, port=port, fps=fps, user=user)
         servers.append(server)
         return server.start()
 
