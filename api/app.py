@@ -98,6 +98,8 @@ class CameraStatusOut(BaseModel):
     frames_dropped_stale: int = 0
     frames_replaced: int = 0
     frames_dropped_late: int = 0
+    receiver: str | None = None
+    receiver_reason: str | None = None
     inference_skipped_still: int = 0
     inference_skipped_schedule: int = 0
 

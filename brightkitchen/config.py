@@ -72,6 +72,12 @@ class CameraConfig(Strict):
         "else every frame; keyframes: always keyframes only (the analysed rate is at most the keyframe rate); "
         "all_frames: decode every frame, convert only the analysed ones",
     )
+    receiver: Literal["builtin", "ffmpeg"] = Field(
+        "builtin",
+        description="builtin: rtsp:// H.264/H.265 cameras are read by brightkitchen's own RTSP client, which "
+        "costs a fraction of FFmpeg's CPU per camera (other sources and codecs fall back to FFmpeg by "
+        "themselves); ffmpeg: always read with FFmpeg, for a camera the built-in client does not get along with",
+    )
     motion: MotionConfig = MotionConfig()
 
     @property

@@ -3,9 +3,12 @@
 A `CameraReader` owns one source (an RTSP URL or a video file) and never blocks anything but its own
 thread. It
 
-- opens the source with PyAV with open and read timeouts, so a hung camera times out instead of
-  blocking forever, and reconnects with exponential backoff and full jitter; the end of a live stream
-  is a disconnect too;
+- reads rtsp:// cameras with the built-in RTSP client (`streams/rtsp_client.py`), which reads the
+  connection a few times a second instead of once per packet, and other sources (files, rtsps://, HTTP,
+  cameras that send neither H.264 nor H.265, or `receiver="ffmpeg"`) with PyAV/FFmpeg;
+- opens the source with open and read timeouts, so a hung camera times out instead of blocking
+  forever, and reconnects with exponential backoff and full jitter; the end of a live stream is a
+  disconnect too;
 - decodes keyframes only (`skip_frame = "NONKEY"`) when the analysis rate is at or below the keyframe
   rate it measures on the stream, and otherwise decodes every frame but converts colour only for the
   frames that are due;
@@ -33,11 +36,16 @@ import av.error
 import numpy as np
 
 from streams.convert import to_analysis_bgr
+from streams.rtp import AccessUnit
+from streams.rtsp_client import RtspClient, RtspError, UnsupportedStream
 from streams.status import DECODE_ALL_FRAMES, DECODE_KEYFRAMES, CameraStatus, RateMeter
 from vision.preprocess import fitted_size
 
 DECODE_AUTO = "auto"
 DECODE_CHOICES = (DECODE_AUTO, DECODE_KEYFRAMES, DECODE_ALL_FRAMES)
+RECEIVER_BUILTIN = "builtin"
+RECEIVER_FFMPEG = "ffmpeg"
+RECEIVER_CHOICES = (RECEIVER_BUILTIN, RECEIVER_FFMPEG)
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +287,7 @@ class CameraReader(threading.Thread):
         keyframe_fps: float | None = None,
         decode: str = DECODE_AUTO,
         max_lag_s: float | None = None,
+        receiver: str = RECEIVER_BUILTIN,
     ) -> None:
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         if analysis_fps <= 0:
@@ -289,6 +298,8 @@ class CameraReader(threading.Thread):
             raise ValueError("timeouts and backoff must be positive, with backoff_max_s >= backoff_initial_s")
         if keyframe_fps is not None and keyframe_fps <= 0:
             raise ValueError(f"keyframe_fps must be positive, got {keyframe_fps}")
+        if receiver not in RECEIVER_CHOICES:
+            raise ValueError(f"receiver must be one of {', '.join(RECEIVER_CHOICES)}, got {receiver!r}")
         self.camera_id = camera_id
         self.url = url
         self.analysis_fps = analysis_fps
@@ -304,6 +315,11 @@ class CameraReader(threading.Thread):
         # (they would be stale when analysed): an overloaded box sheds decoding, not freshness.
         self.max_lag_s = max_lag_s
         self.live = is_live_url(url)
+        builtin = receiver == RECEIVER_BUILTIN and urlsplit(url).scheme.lower() == "rtsp"
+        self._receiver = RECEIVER_BUILTIN if builtin else RECEIVER_FFMPEG
+        self._receiver_reason = ("built-in RTSP client (H.264 and H.265 over TCP)" if builtin else
+                                 "receiver: ffmpeg set in the camera's config" if receiver == RECEIVER_FFMPEG else
+                                 "FFmpeg reads this kind of source")
 
         self._stop_requested = threading.Event()
         self._random = random.Random()
@@ -355,6 +371,8 @@ class CameraReader(threading.Thread):
                 source_size=self._source_size,
                 frames_replaced=self._counts["replaced"],
                 frames_dropped_late=self._counts["dropped_late"],
+                receiver=self._receiver,
+                receiver_reason=self._receiver_reason,
             )
 
     def stop(self, timeout_s: float | None = None) -> None:
@@ -415,6 +433,14 @@ class CameraReader(threading.Thread):
         """
         session = _Session(DecodePolicy(self.analysis_fps, self.keyframe_fps, self.decode),
                            Sampler(self.analysis_fps))
+        if self._receiver == RECEIVER_BUILTIN:
+            try:
+                self._read_rtsp(session)
+                return True
+            except UnsupportedStream as error:
+                with self._lock:
+                    self._receiver, self._receiver_reason = RECEIVER_FFMPEG, f"{error}: FFmpeg reads it"
+                log.info("camera %s: %s", self.camera_id, self._receiver_reason)
         while not self._stop_requested.is_set():
             container = self._open()
             try:
@@ -436,45 +462,82 @@ class CameraReader(threading.Thread):
                 break
         return True
 
-    def _read_pass(self, container: av.container.InputContainer, session: _Session) -> int:
-        """Demux and decode one opened container to its end -> the number of video packets read."""
-        if not container.streams.video:
-            raise SourceError("no video stream in the source")
-        stream = container.streams.video[0]
-        session.decoder = None  # made from this stream's parameters when first needed
-        session.stream = stream
+    def _read_rtsp(self, session: _Session) -> None:
+        """Read one session of an rtsp:// camera with the built-in client, until stopped or SourceError."""
+        client = RtspClient(self.url, open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s,
+                            stop=self._stop_requested)
+        phase, started = "open", time.monotonic()
+        try:
+            track = client.open()
+            self._start_pass(session, track.codec, track.parameter_sets, track.frame_rate)
+            phase, scale = "read", 1.0 / track.clock_rate
+            for unit in client.access_units():
+                self._on_packet(unit.timestamp * scale, unit.keyframe, unit, session, complete=unit.complete)
+            if not self._stop_requested.is_set():
+                raise SourceError("end of stream")
+        except UnsupportedStream:
+            raise
+        except RtspError as error:
+            raise SourceError(str(error)) from error
+        except (av.error.FFmpegError, OSError) as error:
+            if self._stop_requested.is_set():
+                return
+            timeout_s = self.open_timeout_s if phase == "open" else self.read_timeout_s
+            raise SourceError(describe_error(error, phase=phase, timeout_s=timeout_s,
+                                             elapsed_s=time.monotonic() - started)) from error
+        finally:
+            client.close()
+
+    def _start_pass(self, session: _Session, codec: str, extradata: bytes | None, frame_rate: float | None) -> None:
+        """Get the session ready for a newly opened source: its codec, a fresh decoder, a keyframe to wait for."""
+        session.codec_name, session.extradata = codec, extradata
+        session.decoder = None  # made from the stream's parameters when first needed
         if session.timeline is None:
-            rate = stream.average_rate or stream.guessed_rate or DEFAULT_FRAME_RATE
-            session.timeline = Timeline(1.0 / float(rate))
+            session.timeline = Timeline(1.0 / (frame_rate or DEFAULT_FRAME_RATE))
         session.seen_keyframe = False
         session.decode_errors_in_a_row = 0
         with self._lock:
             self._connected = True
             self._policy = session.policy
+
+    def _read_pass(self, container: av.container.InputContainer, session: _Session) -> int:
+        """Demux and decode one opened container to its end -> the number of video packets read."""
+        if not container.streams.video:
+            raise SourceError("no video stream in the source")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        self._start_pass(session, stream.codec_context.name, stream.codec_context.extradata,
+                         float(rate) if rate else None)
         packets = 0
         for packet in container.demux(stream):
             if self._stop_requested.is_set():
                 break
             if packet.size:  # an empty packet only marks the end
                 packets += 1
-                self._on_packet(packet, session)
+                timestamp = packet.pts if packet.pts is not None else packet.dts
+                self._on_packet(None if timestamp is None else float(timestamp * packet.time_base),
+                                packet.is_keyframe, packet, session)
         return packets
 
-    def _on_packet(self, packet: av.Packet, session: _Session) -> None:
-        timestamp = packet.pts if packet.pts is not None else packet.dts
-        t = session.timeline.stamp(None if timestamp is None else float(timestamp * packet.time_base))
+    def _on_packet(self, timestamp_s: float | None, is_keyframe: bool, packet: av.Packet | AccessUnit,
+                   session: _Session, *, complete: bool = True) -> None:
+        """One compressed picture (an incomplete one lost a packet on the way and is not decoded)."""
+        t = session.timeline.stamp(timestamp_s)
         with self._lock:
             self._counts["received"] += 1
             self._input_rate.record()
         if not self.live:
             self._pace(session, t)
         late = self.live and self.max_lag_s is not None and session.lag_s(t, time.monotonic()) > self.max_lag_s
-        session.seen_keyframe = session.seen_keyframe or packet.is_keyframe
+        if not complete:
+            session.seen_keyframe = False  # later pictures refer to this one: wait for the next keyframe
+            return
+        session.seen_keyframe = session.seen_keyframe or is_keyframe
         if not session.seen_keyframe:
             return  # nothing before the first keyframe can be decoded
         with self._lock:
             mode_before = session.policy.mode
-            session.policy.observe(t, packet.is_keyframe)
+            session.policy.observe(t, is_keyframe)
             keyframes_only = session.policy.mode == DECODE_KEYFRAMES
         if session.policy.mode != mode_before:
             # The other mode's decoder goes (and its picture buffers with it); a keyframe comes next.
@@ -483,7 +546,7 @@ class CameraReader(threading.Thread):
             log.info("camera %s: %s", self.camera_id, session.policy.reason)
         if keyframes_only:
             # A keyframe that is not due is not even decoded: each one stands alone.
-            if packet.is_keyframe and session.sampler.due(t):
+            if is_keyframe and session.sampler.due(t):
                 if late:
                     self._count_late()
                     return
@@ -507,11 +570,9 @@ class CameraReader(threading.Thread):
         keyframe decodes about a seventh faster.
         """
         if session.decoder is None:
-            assert session.stream is not None
-            source = session.stream.codec_context
-            codec = av.CodecContext.create(source.name, "r")
-            if source.extradata:
-                codec.extradata = source.extradata
+            codec = av.CodecContext.create(session.codec_name, "r")
+            if session.extradata:
+                codec.extradata = session.extradata
             codec.thread_count = 1
             if keyframes_only:
                 codec.skip_frame = "NONKEY"
@@ -523,10 +584,10 @@ class CameraReader(threading.Thread):
         with self._lock:
             self._counts["dropped_late"] += 1
 
-    def _decode(self, codec: av.VideoCodecContext, packet: av.Packet, session: _Session, *,
+    def _decode(self, codec: av.VideoCodecContext, packet: av.Packet | AccessUnit, session: _Session, *,
                 drain: bool) -> list[av.VideoFrame]:
         try:
-            frames = codec.decode(packet)
+            frames = codec.decode(packet if isinstance(packet, av.Packet) else av.Packet(packet.data()))
             if drain and not frames:
                 # A decoder that reorders (B-frames) holds a picture back until later pictures arrive,
                 # a GOP or more from now in keyframes mode; drain it, then reset it for the next keyframe.
@@ -581,7 +642,8 @@ class _Session:
     seen_keyframe: bool = False
     decode_errors_in_a_row: int = 0
     frames_decoded: int = 0
-    stream: av.video.stream.VideoStream | None = None
+    codec_name: str = ""
+    extradata: bytes | None = None
     decoder: av.VideoCodecContext | None = None
     # Earliest seen (arrival - stream time): when packets arrive on time; later ones are late by the difference.
     on_time_anchor: float | None = None

@@ -38,6 +38,8 @@ class CameraStatus:
     source_size: tuple[int, int] | None
     frames_replaced: int = 0  # analysed frames replaced in the mailbox by a newer one before anyone took them
     frames_dropped_late: int = 0  # due frames skipped (not decoded or converted): the reader was too far behind
+    receiver: str = "ffmpeg"  # what reads the stream: "builtin" (the RTSP client) or "ffmpeg"
+    receiver_reason: str = ""
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

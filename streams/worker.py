@@ -480,6 +480,7 @@ class Worker:
             backoff_max_s=self.config.worker.backoff_max_s,
             loop_file=not camera.url.startswith(("rtsp://", "rtsps://")),
             decode=camera.decode,
+            receiver=camera.receiver,
             max_lag_s=self.config.worker.frame_max_age_s,
         )
 
