@@ -15,15 +15,17 @@ def test_camera_cost_tiny_run(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["machine"]["cores"] >= 1
     rows = {r["mode"]: r for r in report["rows"]}
-    assert list(rows) == ["receive", "reader"]
+    assert list(rows) == ["receive", "reader-ffmpeg", "reader"]
     for row in rows.values():
         assert row["cameras"] == 2 and row["seconds"] >= 3
         assert row["received"] > 0 and row["ms_per_camera_s"] > 0 and row["server_ms_per_camera_s"] > 0
-    # Receiving decodes nothing; the reader decodes keyframes only (GOP 25 at 1 analysed fps), so fewer
-    # frames than it received, and at least one per camera in 3 s.
+    # Receiving decodes nothing; both readers decode keyframes only (GOP 25 at 1 analysed fps), so fewer
+    # frames than they received, and at least one per camera in 3 s.
     assert rows["receive"]["decoded"] == 0 and rows["receive"]["keyframes"] > 0
-    assert 2 <= rows["reader"]["decoded"] < rows["reader"]["received"]
-    assert "reader less receive" in table(report["rows"])
+    for mode in ("reader-ffmpeg", "reader"):
+        assert 2 <= rows[mode]["decoded"] < rows[mode]["received"]
+    text = table(report["rows"])
+    assert "the FFmpeg reader less receive" in text and "The built-in RTSP client saves" in text
 
 
 def test_camera_cost_refuses_bad_arguments(capsys):

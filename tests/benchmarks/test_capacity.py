@@ -35,8 +35,9 @@ from tests.streams.test_reader_rtsp_server import read_packets
 def test_capacity_benchmark_tiny_run(tmp_path, capsys):
     results, plot = tmp_path / "RESULTS.md", tmp_path / "capacity.png"
     results.write_text("# Benchmark results\n\n## Another benchmark\n\nits numbers\n")
+    # The clip's first violations complete their dwell about 7 s into it: the step must see that far.
     args = ["--configs", "naive,fp32,fp32-all-frames,int8,openvino", "--streams", "1M/25", "--size", "640x360",
-            "--start", "2", "--max-cameras", "2", "--seconds", "5", "--warmup", "2", "--clip-seconds", "10",
+            "--start", "2", "--max-cameras", "2", "--seconds", "6", "--warmup", "3", "--clip-seconds", "10",
             "--cache", str(tmp_path), "--plot", str(plot), "--write-results", str(results), "--json",
             "--no-progress"]
     assert main(args) == 0
