@@ -69,6 +69,13 @@ class Response:
 
 def parse_sdp(sdp: str, base_url: str) -> tuple[VideoTrack, str]:
     """The first H.264 or H.265 video track of an SDP, and the URL that controls the whole session."""
+    try:
+        return _parse_sdp(sdp, base_url)
+    except (ValueError, IndexError) as error:
+        raise RtspError(f"the camera's SDP is malformed: {error}") from error
+
+
+def _parse_sdp(sdp: str, base_url: str) -> tuple[VideoTrack, str]:
     session_control, media, current = None, [], None
     for line in sdp.splitlines():
         line = line.strip()
@@ -243,7 +250,8 @@ class RtspClient:
         for attempt in range(2):
             self._send(method, url, headers)
             response = self._read_response(deadline)
-            if response.status == 401 and attempt == 0 and self.user is not None and self._auth is None:
+            if response.status == 401 and attempt == 0 and self.user is not None:
+                # The first challenge, or a new nonce for one that went stale.
                 self._auth = DigestAuth(self.user, self.password, response.headers.get("www-authenticate", []))
                 continue
             break
@@ -306,6 +314,8 @@ class RtspClient:
             length = int(headers.get("content-length", ["0"])[0])
         except ValueError as error:
             raise RtspError("the camera sent a malformed Content-Length") from error
+        if length < 0:
+            raise RtspError("the camera sent a negative Content-Length")
         if len(self._pending) < end + 4 + length:
             return None
         body = self._pending[end + 4 : end + 4 + length]

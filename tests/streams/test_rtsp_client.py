@@ -95,6 +95,8 @@ def test_sdp_controls_resolve_against_the_base_and_other_codecs_are_unsupported(
     assert parse_sdp(absolute, "rtsp://cam/live")[0].control_url == "rtsp://other/v"
     with pytest.raises(UnsupportedStream, match=r"offered: JPEG"):
         parse_sdp("v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\n", "rtsp://cam/")
+    with pytest.raises(RtspError, match="SDP is malformed"):
+        parse_sdp("v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/ninety\r\n", "rtsp://cam/")
 
 
 # -- a scripted camera -------------------------------------------------------------------------------
