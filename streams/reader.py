@@ -529,10 +529,7 @@ class CameraReader(threading.Thread):
         if not self.live:
             self._pace(session, t)
         late = self.live and self.max_lag_s is not None and session.lag_s(t, time.monotonic()) > self.max_lag_s
-        if not complete:
-            session.seen_keyframe = False  # later pictures refer to this one: wait for the next keyframe
-            return
-        session.seen_keyframe = session.seen_keyframe or is_keyframe
+        session.seen_keyframe = session.seen_keyframe or (is_keyframe and complete)
         if not session.seen_keyframe:
             return  # nothing before the first keyframe can be decoded
         with self._lock:
@@ -544,6 +541,11 @@ class CameraReader(threading.Thread):
             session.decoder = None
             session.sampler.restart()  # the new mode samples other frames; start its phase here
             log.info("camera %s: %s", self.camera_id, session.policy.reason)
+        if not complete:
+            # A packet of this picture was lost: it is not decoded, nor (decoding every frame) are the
+            # pictures that refer to it, up to the next keyframe. Its time still counts for the policy.
+            session.seen_keyframe = keyframes_only
+            return
         if keyframes_only:
             # A keyframe that is not due is not even decoded: each one stands alone.
             if is_keyframe and session.sampler.due(t):

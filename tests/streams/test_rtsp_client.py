@@ -11,8 +11,11 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 
+import av
 import pytest
 
+from streams.reader import CameraReader, DecodePolicy, Sampler, _Session
+from streams.rtp import AccessUnit
 from streams.rtsp_client import DigestAuth, RtspClient, RtspError, UnsupportedStream, parse_sdp
 from tests.streams.test_reader import FAST, next_frame, status_when
 
@@ -267,3 +270,22 @@ def test_reader_reports_a_refused_setup_and_keeps_trying(scripted, camera_reader
     status = status_when(reader, wait_until, lambda s: s.reconnects >= 1, "a retry")
     assert status.last_error == "the camera's SETUP reply has no session"
     assert reader.is_alive()
+
+
+def test_a_keyframe_that_lost_a_packet_is_skipped_and_its_time_still_counts(h264_clip) -> None:
+    # The reader's handling of what the client delivers, fed straight with the clip's pictures (6 s at
+    # 25 fps, a keyframe a second), the fourth keyframe marked as having lost a packet.
+    reader = CameraReader("cam", "rtsp://127.0.0.1:1/cam", analysis_fps=1.0, frame_size=320)
+    session = _Session(DecodePolicy(1.0), Sampler(1.0))
+    reader._start_pass(session, "h264", None, 25.0)
+    with av.open(str(h264_clip)) as container:
+        pictures = [(bytes(p), p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size]
+    assert [index for index, (_, key) in enumerate(pictures[:150]) if key] == [0, 25, 50, 75, 100, 125]
+    for index, (data, key) in enumerate(pictures[:150]):
+        unit = AccessUnit(timestamp=3600 * index, keyframe=key, complete=index != 75, parts=[data])
+        reader._on_packet(unit.timestamp / 90000, key, unit, session, complete=unit.complete)
+    status = reader.status()
+    # Keyframes 0, 25, 50, 100 and 125 analysed; 75 not decoded. The GOP still reads 1 s, so the
+    # reader stays on keyframes instead of falling back to decoding every frame.
+    assert status.frames_analysed == 5 and status.frames_received == 150
+    assert status.decode_mode == "keyframes" and status.keyframe_interval_s == pytest.approx(1.0)
