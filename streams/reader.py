@@ -315,11 +315,12 @@ class CameraReader(threading.Thread):
         # (they would be stale when analysed): an overloaded box sheds decoding, not freshness.
         self.max_lag_s = max_lag_s
         self.live = is_live_url(url)
-        builtin = receiver == RECEIVER_BUILTIN and urlsplit(url).scheme.lower() == "rtsp"
-        self._receiver = RECEIVER_BUILTIN if builtin else RECEIVER_FFMPEG
-        self._receiver_reason = ("built-in RTSP client (H.264 and H.265 over TCP)" if builtin else
-                                 "receiver: ffmpeg set in the camera's config" if receiver == RECEIVER_FFMPEG else
-                                 "FFmpeg reads this kind of source")
+        if receiver == RECEIVER_FFMPEG:
+            self._receiver, self._receiver_reason = RECEIVER_FFMPEG, "receiver: ffmpeg set in the camera's config"
+        elif urlsplit(url).scheme.lower() == "rtsp":
+            self._receiver, self._receiver_reason = RECEIVER_BUILTIN, "built-in RTSP client (H.264 and H.265 over TCP)"
+        else:
+            self._receiver, self._receiver_reason = RECEIVER_FFMPEG, "FFmpeg reads this kind of source"
 
         self._stop_requested = threading.Event()
         self._random = random.Random()

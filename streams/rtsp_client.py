@@ -95,7 +95,7 @@ def _parse_sdp(sdp: str, base_url: str) -> tuple[VideoTrack, str]:
             continue
         attributes = section["a"]
         for payload_type in formats:
-            rtpmap = next((a.split(None, 1)[1] for a in attributes if a.startswith(f"rtpmap:{payload_type} ")), None)
+            rtpmap = _attribute(attributes, f"rtpmap:{payload_type} ")
             if rtpmap is None:
                 continue
             encoding, _, rate = rtpmap.partition("/")
@@ -103,15 +103,18 @@ def _parse_sdp(sdp: str, base_url: str) -> tuple[VideoTrack, str]:
             codec = CODECS.get(encoding.upper())
             if codec is None:
                 continue
-            fmtp = next((a.split(None, 1)[1] for a in attributes if a.startswith(f"fmtp:{payload_type} ")), "")
-            control = next((a[len("control:"):].strip() for a in attributes if a.startswith("control:")), None)
-            rate_attribute = next((a[len("framerate:"):] for a in attributes if a.startswith("framerate:")), None)
-            track = VideoTrack(codec=codec, control_url=resolve_control(base_url, control),
+            fmtp = _attribute(attributes, f"fmtp:{payload_type} ") or ""
+            track = VideoTrack(codec=codec, control_url=resolve_control(base_url, _attribute(attributes, "control:")),
                                payload_type=int(payload_type), clock_rate=int(rate.split("/")[0] or 90000),
                                parameter_sets=parameter_sets(codec, fmtp),
-                               frame_rate=_float_or_none(rate_attribute))
+                               frame_rate=_float_or_none(_attribute(attributes, "framerate:")))
             return track, resolve_control(base_url, session_control)
     raise UnsupportedStream(f"no H.264 or H.265 video in the camera's SDP (offered: {', '.join(offered) or 'none'})")
+
+
+def _attribute(attributes: list[str], prefix: str) -> str | None:
+    """The value of the first media attribute that starts with prefix ("control:", "rtpmap:96 ", ...)."""
+    return next((a[len(prefix):].strip() for a in attributes if a.startswith(prefix)), None)
 
 
 def resolve_control(base_url: str, control: str | None) -> str:
@@ -355,16 +358,17 @@ class RtspClient:
             if size == 0:
                 raise RtspError("the camera closed the connection")
             # Bytes, not the scratch buffer: the pictures keep views of them until they are decoded.
-            data = self._pending + view[:size] if self._pending else bytes(view[:size])
-            pictures, self._pending = self._split(data, depacketizer)
+            self._pending = self._pending + view[:size] if self._pending else bytes(view[:size])
+            pictures = self._split(depacketizer)
             if pictures:
                 last_picture = time.monotonic()
                 yield from pictures
             self._stop.wait(self.chunk_interval_s)
 
-    def _split(self, data: bytes, depacketizer: Depacketizer) -> tuple[list[AccessUnit], bytes]:
-        """Interleaved packets and RTSP messages off the front of data -> pictures completed, bytes left over."""
+    def _split(self, depacketizer: Depacketizer) -> list[AccessUnit]:
+        """Interleaved packets and RTSP messages off the front of the pending bytes -> the pictures completed."""
         pictures: list[AccessUnit] = []
+        data = self._pending
         view, position, size, channel = memoryview(data), 0, len(data), self._rtp_channel
         while position < size:
             if data[position] == 0x24:  # "$": channel, 16-bit length, packet
@@ -387,7 +391,8 @@ class RtspClient:
             data, view, position, size = self._pending, memoryview(self._pending), 0, len(self._pending)
             if message.status >= 300:  # a keep-alive refused: the session is gone
                 raise RtspError(f"the camera ended the session: {message.status} {message.reason}".rstrip())
-        return pictures, data[position:]
+        self._pending = data[position:]
+        return pictures
 
     def close(self) -> None:
         """End the session (TEARDOWN, not waited for) and the connection."""
