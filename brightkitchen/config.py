@@ -295,6 +295,11 @@ class WorkerConfig(Strict):
     open_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(5.0, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    reader_nice: int = Field(
+        10, ge=0, le=19, description="how much lower than the worker's the camera readers' CPU priority is (Linux "
+        "nice): on a busy box the frames already decoded are analysed first and decoding catches up between "
+        "keyframes, so the detection-to-event latency holds near the box's limit; 0 = the same priority"
+    )
 
 
 class InferenceConfig(Strict):

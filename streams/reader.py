@@ -15,7 +15,9 @@ thread. It
 - converts straight to analysis size (long side = `frame_size`) in BGR, and keeps the decoded frame so
   a full-resolution snapshot is made only when an event needs one;
 - hands frames over through a one-slot mailbox that holds only the newest frame; a consumer that asks
-  for a maximum age never gets an older frame.
+  for a maximum age never gets an older frame;
+- can run below the worker's priority (`nice`): when the box is busy, the analysis of frames already
+  decoded goes first, and decoding catches up in the time between keyframes.
 
 Files behave like cameras: they are replayed at their native frame rate (by timestamps) and, with
 `loop_file`, forever.
@@ -24,7 +26,9 @@ Files behave like cameras: they are replayed at their native frame rate (by time
 from __future__ import annotations
 
 import logging
+import os
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -89,6 +93,15 @@ class SourceError(Exception):
 def analysis_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(w, h) with the long side scaled down to `long_side`, keeping the aspect; never scales up."""
     return (width, height) if long_side <= 0 else fitted_size(width, height, long_side)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Add `nice` to the calling thread's nice value (Linux keeps one per thread; elsewhere it would be the
+    whole process's, so nothing is changed there). Lowering a priority needs no privileges."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 def is_live_url(url: str) -> bool:
@@ -288,6 +301,7 @@ class CameraReader(threading.Thread):
         decode: str = DECODE_AUTO,
         max_lag_s: float | None = None,
         receiver: str = RECEIVER_BUILTIN,
+        nice: int = 0,
     ) -> None:
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         if analysis_fps <= 0:
@@ -300,6 +314,8 @@ class CameraReader(threading.Thread):
             raise ValueError(f"keyframe_fps must be positive, got {keyframe_fps}")
         if receiver not in RECEIVER_CHOICES:
             raise ValueError(f"receiver must be one of {', '.join(RECEIVER_CHOICES)}, got {receiver!r}")
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0..19, got {nice}")
         self.camera_id = camera_id
         self.url = url
         self.analysis_fps = analysis_fps
@@ -311,6 +327,7 @@ class CameraReader(threading.Thread):
         self.loop_file = loop_file
         self.keyframe_fps = keyframe_fps
         self.decode = decode
+        self.nice = nice
         # A live source whose packets this reader handles later than this behind their time skips them
         # (they would be stale when analysed): an overloaded box sheds decoding, not freshness.
         self.max_lag_s = max_lag_s
@@ -385,6 +402,7 @@ class CameraReader(threading.Thread):
     # -- reader thread ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        lower_thread_priority(self.nice)
         failures = 0
         while not self._stop_requested.is_set():
             analysed_before = self._counts["analysed"]

@@ -482,6 +482,7 @@ class Worker:
             decode=camera.decode,
             receiver=camera.receiver,
             max_lag_s=self.config.worker.frame_max_age_s,
+            nice=self.config.worker.reader_nice,
         )
 
     # -- status ----------------------------------------------------------------------------------
