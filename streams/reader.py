@@ -101,7 +101,10 @@ def lower_thread_priority(nice: int) -> None:
     if nice <= 0 or sys.platform != "linux":
         return
     tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as error:  # a sandbox that forbids it: the camera is still read, at the same priority
+        log.warning("could not lower camera reader priority by %d: %s", nice, error)
 
 
 def is_live_url(url: str) -> bool:

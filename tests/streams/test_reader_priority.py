@@ -53,3 +53,15 @@ def test_the_worker_starts_its_readers_at_the_configured_priority(tmp_path: Path
         assert worker._thread is not None and thread_nice(worker._thread.native_id) == mine
     finally:
         worker.stop()
+
+
+def test_a_reader_that_may_not_lower_its_priority_still_reads(clip_factory, camera_reader, wait_until, monkeypatch,
+                                                              caplog) -> None:
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    reader = camera_reader("file", str(clip_factory(seconds=2)), analysis_fps=1.0, frame_size=320, loop_file=True,
+                           nice=5)
+    wait_until(lambda: reader.status().frames_analysed >= 1, timeout_s=20, what="a frame from the file")
+    assert "could not lower camera reader priority by 5" in caplog.text
