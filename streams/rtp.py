@@ -99,16 +99,8 @@ class Depacketizer:
             if len(payload) < 2:
                 raise RtpError("FU-A packet without its header")
             header = payload[1]
-            if header & 0x80:
-                inner = header & 0x1F
-                unit.keyframe |= inner == H264_IDR
-                unit.parts += (START_CODE, bytes(((payload[0] & 0xE0) | inner,)), payload[2:])
-                self._in_fragment = not header & 0x40
-            elif self._in_fragment:
-                unit.parts.append(payload[2:])
-                self._in_fragment = not header & 0x40
-            else:
-                unit.complete = False  # a fragment whose start was lost
+            inner = header & 0x1F
+            self._fragment(unit, header, bytes(((payload[0] & 0xE0) | inner,)), payload[2:], inner == H264_IDR)
         elif nal_type == 24:  # STAP-A: several NAL units, each after its 16-bit size
             for nal in _aggregated(payload, 1):
                 unit.keyframe |= nal[0] & 0x1F == H264_IDR
@@ -125,16 +117,9 @@ class Depacketizer:
         nal_type = (payload[0] >> 1) & 0x3F
         if nal_type == 49:  # FU
             header = payload[2]
-            if header & 0x80:
-                inner = header & 0x3F
-                unit.keyframe |= inner in H265_IRAP
-                unit.parts += (START_CODE, bytes(((payload[0] & 0x81) | (inner << 1), payload[1])), payload[3:])
-                self._in_fragment = not header & 0x40
-            elif self._in_fragment:
-                unit.parts.append(payload[3:])
-                self._in_fragment = not header & 0x40
-            else:
-                unit.complete = False
+            inner = header & 0x3F
+            self._fragment(unit, header, bytes(((payload[0] & 0x81) | (inner << 1), payload[1])), payload[3:],
+                           inner in H265_IRAP)
         elif nal_type == 48:  # AP: several NAL units, each after its 16-bit size
             for nal in _aggregated(payload, 2):
                 unit.keyframe |= (nal[0] >> 1) & 0x3F in H265_IRAP
@@ -144,6 +129,19 @@ class Depacketizer:
             unit.parts += (START_CODE, payload)
         else:  # PACI and reserved types
             unit.complete = False
+
+    def _fragment(self, unit: AccessUnit, header: int, nal_header: bytes, body: memoryview, keyframe: bool) -> None:
+        """One packet of a fragmented NAL unit (H.264 FU-A, H.265 FU): its start (the NAL unit's header comes
+        back first), a middle part or its end."""
+        if header & 0x80:
+            unit.keyframe |= keyframe
+            unit.parts += (START_CODE, nal_header, body)
+        elif self._in_fragment:
+            unit.parts.append(body)
+        else:
+            unit.complete = False  # a fragment whose start was lost
+            return
+        self._in_fragment = not header & 0x40
 
 
 def _aggregated(payload: memoryview, header_size: int) -> list[memoryview]:

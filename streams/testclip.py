@@ -98,10 +98,11 @@ def _add_video_stream(container: av.container.OutputContainer, first: np.ndarray
     stream.codec_context.thread_count = 1
     # Fixed GOP like a camera: IDR exactly every `gop` frames, never an extra one on a scene cut.
     gop_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:open-gop=0"
-    stream.options = {"preset": "veryfast", "tune": "zerolatency", "x264-params": gop_params}
     if hevc:  # parameter sets before every keyframe, as cameras send them
         stream.options = {"preset": "ultrafast", "tune": "zerolatency",
                           "x265-params": f"{gop_params}:repeat-headers=1:log-level=error"}
+    else:
+        stream.options = {"preset": "veryfast", "tune": "zerolatency", "x264-params": gop_params}
     return stream
 
 
