@@ -1,5 +1,6 @@
 """Snapshots and publishing off the worker loop: a few threads make the snapshots of opened events, one
-thread publishes every revision, in the order the loop emitted them.
+thread publishes every revision, in the order the loop emitted them. Work that no event waits for (the raw
+frame kept for retraining) runs in the same threads after the snapshots queued before it.
 
 The loop goes on analysing every camera while a snapshot is converted, drawn, encoded and written, or
 while a full bus makes publishing wait; only when `max_pending` events wait does the loop wait too, so
@@ -75,6 +76,21 @@ class EventPublisher:
         assert self._renderers is not None
         rendering = self._renderers.submit(self._render, event, snapshot_job) if snapshot_job is not None else None
         self._queue.put((event, frame_time, rendering))
+
+    def in_background(self, work: Callable[..., None], *args: Any) -> None:
+        """Run work in a render thread, after the snapshots already waiting there, without holding up any
+        event (at once without the threads). stop() waits for it; a failure is logged."""
+        if self._renderers is None or not self.running:
+            self._quietly(work, *args)
+            return
+        self._renderers.submit(self._quietly, work, *args)
+
+    @staticmethod
+    def _quietly(work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        except Exception:  # the events went out; what failed here is logged, not lost silently
+            log.exception("background work %s failed", getattr(work, "__name__", work))
 
     def _run(self) -> None:
         while True:

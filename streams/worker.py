@@ -400,13 +400,13 @@ class Worker:
         self, p: CameraPipeline, event: Event, frame: Frame, detections: Detections, highlight: RuleEvent
     ) -> tuple[str, str]:
         names = self._names(p, event.model.name)
+        if self.config.storage.keep_raw_frames:
+            # Not part of the event, so the event does not wait for it: its JPEG would add about 40% to
+            # each opened event's time on the way to the bus, which a burst of events adds up.
+            self.publisher.in_background(self._save_raw_frame, event, frame, detections, names)
         # Full-resolution colour conversion happens only here, for the frames that become evidence.
-        full = frame.full_bgr()
-        if self.config.storage.keep_raw_frames:  # the frame without drawings, for the retraining set
-            raw = encode_raw_frame(full, event.boxes, detections, names)
-            self.snapshots.save(raw_frame_key(event.id), raw, frame.captured_at)
         image = annotate(
-            full,
+            frame.full_bgr(),
             evidence_boxes(detections, names, highlight.class_name),
             names,
             title=f"{p.camera.display_name}  {event.rule}",
@@ -417,6 +417,12 @@ class Worker:
         if not ok:
             raise RuntimeError("JPEG encoding failed")
         return self.snapshots.save(event.id, np.asarray(jpeg).tobytes(), frame.captured_at)
+
+    def _save_raw_frame(self, event: Event, frame: Frame, detections: Detections, names: list[str]) -> None:
+        """The frame without drawings, for the retraining set (converted again rather than kept: a burst
+        of events would hold a full-size copy each while they wait)."""
+        raw = encode_raw_frame(frame.full_bgr(), event.boxes, detections, names)
+        self.snapshots.save(raw_frame_key(event.id), raw, frame.captured_at)
 
     # -- cameras started and stopped at run time (assignment across worker processes) -------------
 

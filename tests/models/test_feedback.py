@@ -368,8 +368,8 @@ class OneFrameReader:
         return frame
 
 
-@pytest.mark.parametrize("keep_raw", [True, False])
-def test_the_worker_keeps_the_raw_frame_beside_the_snapshot(tmp_path, make_detector_onnx, keep_raw):
+@pytest.mark.parametrize(("keep_raw", "publishing_thread"), [(True, False), (True, True), (False, False)])
+def test_the_worker_keeps_the_raw_frame_beside_the_snapshot(tmp_path, make_detector_onnx, keep_raw, publishing_thread):
     base = np.zeros((7, 2), np.float32)
     base[:, 0] = [16, 16, 10, 10, 0, 0.9, 0]  # a head_bare box
     base[:, 1] = [40, 40, 16, 20, 0.8, 0, 0]  # a person
@@ -379,8 +379,11 @@ def test_the_worker_keeps_the_raw_frame_beside_the_snapshot(tmp_path, make_detec
     bus = InProcessBus()
     snapshots = SnapshotStore(tmp_path / "snapshots")
     worker = Worker(config, bus, snapshots, reader_factory=OneFrameReader)
+    if publishing_thread:  # as the worker runs: the raw frame is written after the event, before stop returns
+        worker.publisher.start()
     assert worker.run_once() == 1
-    event = bus.receive(1.0)
+    event = bus.receive(5.0)
+    worker.publisher.stop()
     assert event is not None and event.phase == "open" and event.snapshot
     raw = snapshots.path(raw_frame_path(event.snapshot))
     if not keep_raw:

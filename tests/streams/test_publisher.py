@@ -75,3 +75,38 @@ def test_snapshots_of_two_events_render_at_the_same_time_and_still_publish_in_or
     out = drain(bus, 2)
     publisher.stop()
     assert [(e.id, e.snapshot) for e in out] == [(a, "a.jpg"), (b, "b.jpg")]
+
+
+def test_background_work_waits_for_the_queued_snapshots_holds_up_no_event_and_finishes_before_stop(caplog):
+    bus = InProcessBus()
+    release = threading.Event()
+    order: list[str] = []
+    publisher = EventPublisher(bus, lambda e, job: (order.append(job), (f"{job}.jpg", "sha"))[1],
+                               lambda e, t: None, render_threads=1)
+
+    def raw_frame(name: str) -> None:
+        release.wait(10)  # a slow disk, and no event waits for it
+        order.append(name)
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    publisher.start()
+    a, b = new_event_id(), new_event_id()
+    publisher.submit(event(a, "open", 1), 0.0, "a")
+    publisher.in_background(raw_frame, "raw a")
+    publisher.in_background(broken)
+    publisher.submit(event(b, "open", 1), 0.0, "b")
+    assert [e.id for e in drain(bus, 1)] == [a]
+    assert order == ["a"]  # b's snapshot is queued behind the slow raw frame in the one render thread
+    release.set()
+    assert [e.id for e in drain(bus, 1)] == [b]
+    publisher.stop()
+    assert order == ["a", "raw a", "b"]
+    assert "background work broken failed" in caplog.text
+
+
+def test_background_work_without_the_threads_runs_at_once():
+    done: list[int] = []
+    EventPublisher(InProcessBus(), lambda e, job: ("x.jpg", "sha"), lambda e, t: None).in_background(done.append, 1)
+    assert done == [1]
