@@ -80,9 +80,10 @@ class EventPublisher:
     def in_background(self, work: Callable[..., None], *args: Any) -> None:
         """Run work in a render thread, after the snapshots already waiting there, without holding up any
         event (at once without the threads). stop() waits for it; a failure is logged."""
-        if self._renderers is None or not self.running:
+        if not self.running:
             self._quietly(work, *args)
             return
+        assert self._renderers is not None
         self._renderers.submit(self._quietly, work, *args)
 
     @staticmethod

@@ -404,7 +404,7 @@ class Worker:
             # Not part of the event, so the event does not wait for it: its JPEG would add about 40% to
             # each opened event's time on the way to the bus, which a burst of events adds up.
             self.publisher.in_background(self._save_raw_frame, event, frame, detections, names)
-        # Full-resolution colour conversion happens only here, for the frames that become evidence.
+        # Full-resolution colour conversion happens only for the frames that become evidence.
         image = annotate(
             frame.full_bgr(),
             evidence_boxes(detections, names, highlight.class_name),
