@@ -78,7 +78,9 @@ class IouTracker:
         """Assign track ids to one frame's detections (returns a new Detections)."""
         self._tracks = [t for t in self._tracks if timestamp - t.last_seen <= self.max_age_s]
         track_ids = np.full(len(detections), -1, dtype=np.int32)
-        for class_id in np.unique(detections.class_ids).tolist():
+        # Python sets rather than np.unique / np.setdiff1d: with a handful of boxes a frame, numpy's set
+        # operations cost more in call overhead than the matching itself.
+        for class_id in sorted(set(detections.class_ids.tolist())):
             rows = np.flatnonzero(detections.class_ids == class_id)
             tracks = [t for t in self._tracks if t.class_id == class_id]
             for t_idx, d_idx in self._match(tracks, detections.xyxy[rows]):
@@ -99,8 +101,9 @@ class IouTracker:
         track_boxes = np.stack([t.box for t in tracks])
         iou = box_iou(track_boxes, boxes)
         pairs = _greedy_pairs(iou, iou >= self.iou_threshold, highest_first=True)
-        free_t = np.setdiff1d(np.arange(len(tracks)), [p[0] for p in pairs])
-        free_d = np.setdiff1d(np.arange(len(boxes)), [p[1] for p in pairs])
+        matched_t, matched_d = {p[0] for p in pairs}, {p[1] for p in pairs}
+        free_t = np.array([i for i in range(len(tracks)) if i not in matched_t], dtype=np.intp)
+        free_d = np.array([i for i in range(len(boxes)) if i not in matched_d], dtype=np.intp)
         if free_t.size and free_d.size:
             distance, ratio = _centre_distance(track_boxes[free_t], boxes[free_d])
             allowed = (distance <= self.max_distance) & (ratio <= self.max_area_ratio)
