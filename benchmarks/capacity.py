@@ -15,7 +15,8 @@ halved between the last pass and the first failure down to --resolution. Every s
   its metrics, as a platform would;
 - after a warm-up, a measured window: per-camera analysed rate (the worker's counts), detection-to-event
   latency (the analysed frame's time to the event's arrival on the API's stream), CPU of the service
-  process and of the RTSP servers (separately), and the service's memory.
+  process and of the RTSP servers (separately), the service's CPU by part (read inside it from its
+  threads and child processes), and the service's memory.
 
 A step passes when every camera's analysed rate is within --rate-tolerance of --fps, every camera
 takes in its stream as fast as it is sent (within the same tolerance: one that falls behind analyses old
@@ -51,6 +52,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from streams.reader import CameraReader
 from streams.rtsp_launcher import RtspServerProcess, free_port
 from vision.runtime import cpu_flags, cpu_name
 
@@ -173,6 +175,8 @@ class Step:
     frames_replaced: int = 0  # frames a newer one replaced in a reader's mailbox before the worker took them
     mean_batch: float | None = None
     inference_ms_p50: float | None = None
+    # The service's CPU by part (CPU_PARTS), in ms per camera-second over the measured window.
+    cpu_ms_per_camera: dict[str, float] = field(default_factory=dict)
     events_published: int = 0
     events_stored: int = 0
     events_streamed: int = 0
@@ -248,10 +252,15 @@ def machine() -> dict[str, Any]:
 # -- processes --------------------------------------------------------------------------------------
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds so far from a /proc stat file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and all its threads so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 def process_tree(pid: int) -> list[int]:
@@ -280,6 +289,39 @@ def tree_sum(pid: int, measure: Callable[[int], float]) -> float:
 
 def tree_cpu_s(pid: int) -> float:
     return tree_sum(pid, process_cpu_s)
+
+
+CPU_PARTS = ("readers", "inference processes", "worker loop", "snapshots", "rest of the service")
+
+
+def thread_part(thread: threading.Thread) -> str | None:
+    """Which part of the service a thread's CPU counts to (None: the rest of the service)."""
+    if isinstance(thread, CameraReader):
+        return "readers"
+    if thread.name == "worker-loop":  # streams/worker.py
+        return "worker loop"
+    if thread.name.startswith("snapshot"):  # the event publisher's render threads, streams/publisher.py
+        return "snapshots"
+    return None
+
+
+def service_cpu_parts_s() -> dict[str, float]:
+    """CPU seconds so far of the service running in this process, by part: its camera reader, worker-loop and
+    snapshot threads, its child processes (the inference processes), and the rest of this process (API,
+    ingest, store, publisher, and threads that have ended)."""
+    parts = dict.fromkeys(CPU_PARTS, 0.0)
+    for thread in threading.enumerate():
+        part = thread_part(thread)
+        if part is not None and thread.native_id is not None:
+            try:
+                parts[part] += stat_cpu_s(Path(f"/proc/self/task/{thread.native_id}/stat"))
+            except OSError:  # the thread ended meanwhile; its CPU stays in the process's total
+                pass
+    me = os.getpid()
+    own = process_cpu_s(me)
+    parts["rest of the service"] = max(0.0, own - sum(parts.values()))  # threads' ticks round separately
+    parts["inference processes"] = tree_cpu_s(me) - own
+    return parts
 
 
 def box_busy_s() -> float:
@@ -614,6 +656,8 @@ def measure(plan: Plan, conf: Configuration, cameras: int, connected: dict[str, 
     step.frames_replaced = summary.get("frames_replaced", 0)
     analysed = sum(drained.get("frames_analysed", {}).values())
     step.inference_skipped_share = round(step.inference_skipped / analysed, 3) if analysed else 0.0
+    step.cpu_ms_per_camera = {part: round(1000 * cpu / seconds / cameras, 2)
+                              for part, cpu in summary.get("cpu_parts_s", {}).items()}
     step.mean_batch = summary.get("mean_batch")
     step.inference_ms_p50 = summary.get("inference_ms_p50")
     step.bus_latency_p95_s = summary.get("bus_latency_p95_s")
@@ -797,9 +841,11 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     status0 = {c: r.status() for c, r in readers.items()}
     batches0, inference0 = len(worker.stats.batch_sizes), len(worker.stats.inference_s)
     latencies0 = len(worker.stats.event_latency_s)  # the bounded samples do not fill up in one step
+    parts0 = service_cpu_parts_s()
     t0 = time.monotonic()
     say("MEASURE")
     time.sleep(seconds)
+    parts1 = service_cpu_parts_s()
     frames1 = dict(worker.stats.frames_analysed)
     status1 = {c: r.status() for c, r in readers.items()}
     elapsed = time.monotonic() - t0
@@ -835,6 +881,7 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
         "mean_batch": round(statistics.fmean(batches), 2) if batches else None,
         "inference_ms_p50": round(statistics.median(inference) * 1000, 1) if inference else None,
         "bus_latency_p95_s": round(bus_latency_p95, 3) if bus_latency_p95 is not None else None,
+        "cpu_parts_s": {part: parts1[part] - parts0[part] for part in CPU_PARTS},
     })
     return 0
 
@@ -1047,9 +1094,11 @@ def limit_estimate(rows: list[Row]) -> list[str]:
         per_camera = best.service_cpu / best.cameras
         projected = cores / per_camera if per_camera > 0 else float("inf")
         share = 100 * best.cameras / ESTIMATED_LIMIT
+        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in best.cpu_ms_per_camera.items())
         out.append(f"{r.configuration} ({r.setting}): {best.cameras} cameras = {share:.0f}% "
                    f"of the ~{ESTIMATED_LIMIT} estimated; the service used {per_camera:.4f} cores per camera, "
-                   f"so the whole box ({cores} cores, no RTSP servers on it) would take about {projected:.0f}")
+                   f"so the whole box ({cores} cores, no RTSP servers on it) would take about {projected:.0f}"
+                   + (f" (ms of CPU per camera-second: {parts})" if parts else ""))
     return out
 
 

@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from benchmarks.capacity import (
+    CPU_PARTS,
     RESULTS_BEGIN,
     RESULTS_END,
     Row,
@@ -72,6 +73,12 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         # events: published = stored = streamed by the API.
         assert step["consistency"] == []
         assert step["events_published"] == step["events_stored"] == step["events_streamed"] > 0
+        # The service's CPU by part, measured inside it, adds up to what this side measured from outside.
+        parts = step["cpu_ms_per_camera"]
+        assert list(parts) == list(CPU_PARTS) and min(parts.values()) >= 0
+        assert parts["readers"] > 0 and parts["inference processes"] > 0 and parts["worker loop"] > 0
+        outside = 1000 * step["service_cpu"] / step["cameras"]
+        assert sum(parts.values()) == pytest.approx(outside, rel=0.2, abs=2.0)
         if step["latency_events"]:
             assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
             assert step["bus_latency_p95_s"] > 0  # the worker's part of it, measured inside the service
