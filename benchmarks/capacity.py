@@ -52,7 +52,6 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from streams.reader import CameraReader
 from streams.rtsp_launcher import RtspServerProcess, free_port
 from vision.runtime import cpu_flags, cpu_name
 
@@ -296,11 +295,15 @@ CPU_PARTS = ("readers", "inference processes", "worker loop", "snapshots", "rest
 
 def thread_part(thread: threading.Thread) -> str | None:
     """Which part of the service a thread's CPU counts to (None: the rest of the service)."""
+    from streams.publisher import RENDER_THREAD_PREFIX  # the service's modules: imported by its child only
+    from streams.reader import CameraReader
+    from streams.worker import LOOP_THREAD_NAME
+
     if isinstance(thread, CameraReader):
         return "readers"
-    if thread.name == "worker-loop":  # streams/worker.py
+    if thread.name == LOOP_THREAD_NAME:
         return "worker loop"
-    if thread.name.startswith("snapshot"):  # the event publisher's render threads, streams/publisher.py
+    if thread.name.startswith(RENDER_THREAD_PREFIX):  # the event publisher's snapshot threads
         return "snapshots"
     return None
 

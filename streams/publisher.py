@@ -27,6 +27,8 @@ log = logging.getLogger("streams.publisher")
 _STOP = object()
 
 
+RENDER_THREAD_PREFIX = "snapshot"
+
 class EventPublisher:
     def __init__(
         self,
@@ -51,7 +53,7 @@ class EventPublisher:
 
     def start(self) -> None:
         if not self.running:
-            self._renderers = ThreadPoolExecutor(self._render_threads, thread_name_prefix="snapshot")
+            self._renderers = ThreadPoolExecutor(self._render_threads, thread_name_prefix=RENDER_THREAD_PREFIX)
             self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
             self._thread.start()
 

@@ -50,6 +50,7 @@ log = logging.getLogger("streams.worker")
 IDLE_SLEEP_S = 0.01
 # With no frame for this long, rules are fed an empty frame so that open violations can close.
 SILENT_CAMERA_S = 2.0
+LOOP_THREAD_NAME = "worker-loop"
 GAUGE_INTERVAL_S = 1.0
 
 
@@ -180,7 +181,7 @@ class Worker:
         self.publisher.start()
         for p in self.pipelines:
             p.reader.start()
-        self._thread = threading.Thread(target=self._run, name="worker-loop", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=LOOP_THREAD_NAME, daemon=True)
         self._thread.start()
         self.watcher.start()
         log.info("worker started: %d cameras, models %s", len(self.pipelines), ", ".join(self.models))
