@@ -29,10 +29,10 @@ class MotionGate:
         self.rules = rules
         self.motion_models = {name for name, rs in rules.items() if any(c.source == "motion" for _, c in rs)}
         blocking = sorted(c.name for rs in rules.values() for _, c in rs if not c.skips_when_still)
-        # Motion is measured only where something uses it: a motion rule, or a model it can gate.
-        self.needs_motion = bool(self.motion_models) or any(
-            all(c.skips_when_still for _, c in rs) for rs in rules.values()
-        )
+        # Only a model with a rule that watches motion or may skip still frames can use motion.
+        self._may_use_motion = [
+            name for name, rs in rules.items() if any(c.source == "motion" or c.skips_when_still for _, c in rs)
+        ]
         self.description = (
             "on: every rule allows skipping inference on still frames" if not blocking
             else f"still frames analysed while these rules are in their schedule: {', '.join(blocking)}"
@@ -42,9 +42,26 @@ class MotionGate:
         self.skipped = {"still": 0, "schedule": 0}
 
     def observe(self, frame: Frame) -> Motion:
-        if self.needs_motion:
+        if self.uses_motion(frame.captured_at):
             self.motion = self.detector.update(frame.image)
+        elif self.detector.primed:
+            # Not measured while nothing uses it (a kitchen's opening hours, for an after-hours rule). The
+            # first frame measured again only primes the detector: compared with one from hours before, the
+            # whole picture would look like it moved.
+            self.detector.reset()
+            self.motion = Motion.unknown()
         return self.motion
+
+    def uses_motion(self, t: float) -> bool:
+        """Whether a rule uses motion at time t: a motion rule in its schedule, or a model whose rules in their
+        schedule all let still frames go without inference."""
+        for name in self._may_use_motion:
+            scheduled = [c for r, c in self.rules[name] if r.schedule is None or r.schedule.is_active(t)]
+            if any(c.source == "motion" for c in scheduled) or (
+                scheduled and all(c.skips_when_still for c in scheduled)
+            ):
+                return True
+        return False
 
     def skip_reason(self, model_name: str, t: float) -> str | None:
         """Why inference of this model can be skipped for the frame just observed, or None to run it."""

@@ -52,6 +52,11 @@ class MotionDetector:
         self._previous: np.ndarray | None = None
         self._kernel = np.ones((3, 3), np.uint8)
 
+    @property
+    def primed(self) -> bool:
+        """Whether a previous frame is kept to compare the next one with."""
+        return self._previous is not None
+
     def reset(self) -> None:
         """Forget the previous frame (after a reconnect the next frame has nothing to compare with)."""
         self._previous = None
