@@ -457,8 +457,9 @@ class Plan:
 
 def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuration, port: int,
                  drop: frozenset[str] = frozenset(), scene: str = "busy") -> dict[str, Any]:
-    """The demo's model and rules on N cameras, with the configuration's overrides (less `drop`). After
-    hours, the rules of the opening hours are out of their schedule and the after-hours ones in it."""
+    """The demo's model and rules on N cameras, with the configuration's overrides (less `drop`). In the busy
+    kitchen the after-hours rules are out of their schedule; after hours, the rules of the opening hours are
+    out of theirs and the after-hours ones in it."""
     from brightkitchen.demo import demo_config
 
     base = demo_config(data_dir, urls[0]).model_dump(mode="json", exclude_unset=False)
@@ -472,12 +473,14 @@ def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuratio
     model = {k: v for k, v in {**conf.model, **extra.get("model", {})}.items() if k not in drop}
     base["models"] = [{**m, **model} for m in base["models"]]
     base["worker"].update(extra.get("worker", {}))
-    if scene == "after-hours":
-        site = base["sites"][0]
-        opens = datetime.now(ZoneInfo(site["timezone"])) + timedelta(hours=2)  # a day that opens 2 h from now
-        site["schedules"] = {"after_hours": [{"start": "00:00", "end": "00:00"}],
-                             "opening": [{"start": opens.strftime("%H:%M"),
-                                          "end": (opens + timedelta(hours=1)).strftime("%H:%M")}]}
+    # The scene's own hours whatever the time of day of the run: an hour starting 2 h from now is out.
+    site = base["sites"][0]
+    later = datetime.now(ZoneInfo(site["timezone"])) + timedelta(hours=2)
+    out = [{"start": later.strftime("%H:%M"), "end": (later + timedelta(hours=1)).strftime("%H:%M")}]
+    if scene == "busy":
+        site["schedules"]["after_hours"] = out
+    else:
+        site["schedules"] = {"after_hours": [{"start": "00:00", "end": "00:00"}], "opening": out}
         for rule in base["rules"]:
             rule["schedule"] = "after_hours" if rule["source"] == "motion" else "opening"
             if rule["source"] == "motion":  # every crossing an event to time, not one per cooldown
@@ -1238,8 +1241,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         help="comma-separated BITRATE/GOP settings, GOP in frames at 25 fps (default 4M/25)")
     parser.add_argument("--size", default="1920x1080", help="camera frame size")
     parser.add_argument("--scene", choices=("busy", "after-hours"), default="busy",
-                        help="busy: people at work all the time (every frame moves); after-hours: an empty kitchen, "
-                        "still but for a rodent crossing it, with the opening-hours rules out of schedule")
+                        help="busy: people at work all the time (every frame moves), with the after-hours rules out of "
+                        "schedule; after-hours: an empty kitchen, still but for a rodent crossing it, with the "
+                        "opening-hours rules out of schedule")
     parser.add_argument("--fps", type=float, default=1.0, help="analysis rate per camera (target)")
     parser.add_argument("--rate-tolerance", type=float, default=0.10)
     parser.add_argument("--latency-s", type=float, default=1.0, help="latency p95 target beyond the dwell")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -17,6 +18,7 @@ from benchmarks.capacity import (
     RESULTS_END,
     Row,
     Step,
+    bench_config,
     configuration,
     consistency,
     main,
@@ -29,6 +31,8 @@ from benchmarks.capacity import (
     tree_rss_mb,
     write_results,
 )
+from brightkitchen.config import parse_config
+from streams.worker import build_rule
 from tests.streams.test_reader_rtsp_server import read_packets
 
 
@@ -162,6 +166,22 @@ def test_configurations_are_config_overrides():
         configuration("fp64")
     with pytest.raises(ValueError, match="naive design always decodes every frame"):
         configuration("naive-all-frames")
+
+
+@pytest.mark.parametrize(("scene", "in_schedule"), [
+    ("busy", {"no_hat", "no_mask", "smoking", "rodent", "bare_hand_food", "phone"}),
+    ("after-hours", {"rodent_after_hours"}),
+])
+def test_each_scene_runs_its_own_hours_whatever_the_time_of_day(tmp_path, scene, in_schedule):
+    plan = SimpleNamespace(extra={}, target=SimpleNamespace(fps=1.0))
+    data = bench_config(["rtsp://127.0.0.1:8554/cam0"], tmp_path, plan, configuration("openvino"), 8000,
+                        scene=scene)
+    config = parse_config(data, "capacity benchmark", tmp_path, environ={})
+    site, camera = next(iter(config.cameras()))
+    rules = [build_rule(r, site, camera) for r in config.rules_for(camera)]
+    for later_s in (0, 1800, 3600):  # a step builds its config as it starts, and runs for minutes
+        t = time.time() + later_s
+        assert {r.name for r in rules if r.schedule is None or r.schedule.is_active(t)} == in_schedule
 
 
 def test_service_cpu_and_memory_count_its_child_processes():
