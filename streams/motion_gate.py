@@ -40,6 +40,8 @@ class MotionGate:
         self.motion = Motion.unknown()
         self.last_detections: dict[str, Detections] = {}
         self.skipped = {"still": 0, "schedule": 0}
+        self._schedule_t: float | None = None
+        self._schedule: dict[str, list[RuleConfig]] = {}
 
     def observe(self, frame: Frame) -> Motion:
         if self.uses_motion(frame.captured_at):
@@ -56,7 +58,7 @@ class MotionGate:
         """Whether a rule uses motion at time t: a motion rule in its schedule, or a model whose rules in their
         schedule all let still frames go without inference."""
         for name in self._may_use_motion:
-            scheduled = [c for r, c in self.rules[name] if r.schedule is None or r.schedule.is_active(t)]
+            scheduled = self._in_schedule(name, t)
             if any(c.source == "motion" for c in scheduled) or (
                 scheduled and all(c.skips_when_still for c in scheduled)
             ):
@@ -68,12 +70,21 @@ class MotionGate:
         rules = self.rules.get(model_name, [])
         if model_name not in self.last_detections or not rules:
             return None
-        scheduled = [r for r, _ in rules if r.schedule is None or r.schedule.is_active(t)]
+        scheduled = self._in_schedule(model_name, t)
         if not scheduled:
             return "schedule"
-        if self.motion.still and all(c.skips_when_still for r, c in rules if r in scheduled):
+        if self.motion.still and all(c.skips_when_still for c in scheduled):
             return "still"
         return None
+
+    def _in_schedule(self, model_name: str, t: float) -> list[RuleConfig]:
+        """The model's rules in their schedule at t, worked out once per frame (the gate and the skip both ask)."""
+        if t != self._schedule_t:
+            self._schedule_t, self._schedule = t, {}
+        if model_name not in self._schedule:
+            self._schedule[model_name] = [c for r, c in self.rules[model_name]
+                                          if r.schedule is None or r.schedule.is_active(t)]
+        return self._schedule[model_name]
 
     def blobs(self, model_name: str, frame_size: tuple[int, int], class_id: int) -> Detections:
         """The moving blobs of the frame just observed, as tracked detections of class `class_id` in pixels.

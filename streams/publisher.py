@@ -29,6 +29,7 @@ _STOP = object()
 
 RENDER_THREAD_PREFIX = "snapshot"
 
+
 class EventPublisher:
     def __init__(
         self,
