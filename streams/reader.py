@@ -39,7 +39,7 @@ import av
 import av.error
 import numpy as np
 
-from streams.convert import to_analysis_bgr
+from streams.convert import to_analysis_bgr, to_full_bgr
 from streams.rtp import AccessUnit
 from streams.rtsp_client import RtspClient, RtspError, UnsupportedStream
 from streams.status import DECODE_ALL_FRAMES, DECODE_KEYFRAMES, CameraStatus, RateMeter
@@ -76,14 +76,15 @@ class Frame:
     captured_at: float
     seq: int
     av_frame: av.VideoFrame = field(repr=False)
-    # PyAV converts a frame with the frame's own scaler, which crashes when two threads use it at once (two
-    # events opened on one frame have their snapshots rendered in parallel).
+    # PyAV converts a frame with the frame's own scaler (for pixel formats OpenCV does not convert), which
+    # crashes when two threads use it at once (two events opened on one frame have their snapshots rendered
+    # in parallel).
     _converting: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def full_bgr(self) -> np.ndarray:
         """The frame at the camera's full resolution in BGR (converted only when asked for)."""
         with self._converting:
-            return self.av_frame.to_ndarray(format="bgr24")
+            return to_full_bgr(self.av_frame)
 
 
 class SourceError(Exception):

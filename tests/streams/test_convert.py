@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams.convert import to_analysis_bgr
+from streams.convert import to_analysis_bgr, to_full_bgr
 
 
 def kitchen_like(width: int, height: int) -> np.ndarray:
@@ -59,3 +59,21 @@ def test_rows_padded_beyond_the_width_are_not_read_as_pixels():
 def test_other_frames_take_libswscale(pixel_format, size, target):
     frame = frame_of(kitchen_like(*size), pixel_format)
     np.testing.assert_array_equal(to_analysis_bgr(frame, *target), libswscale(frame, *target))
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1000, 562), (322, 182)])  # padded rows; half planes of odd rows
+def test_420_frames_convert_at_full_size_as_libswscale_does(size):
+    frame = frame_of(kitchen_like(*size), "yuv420p")
+    image = to_full_bgr(frame)
+    assert image.shape == (size[1], size[0], 3) and image.dtype == np.uint8
+    packed = frame.to_ndarray(format="yuv420p")  # the planes without padding, as OpenCV takes them
+    np.testing.assert_array_equal(image, cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420))
+    difference = np.abs(image.astype(np.int16) - frame.to_ndarray(format="bgr24"))
+    assert difference.max() <= 3  # rounding in the chroma upsampling, nothing more
+
+
+@pytest.mark.parametrize(("pixel_format", "size"), [("nv12", (640, 360)), ("yuvj420p", (640, 360)),
+                                                    ("yuv420p", (641, 361))])
+def test_other_frames_convert_at_full_size_with_libswscale(pixel_format, size):
+    frame = frame_of(kitchen_like(*size), pixel_format)
+    np.testing.assert_array_equal(to_full_bgr(frame), frame.to_ndarray(format="bgr24"))
