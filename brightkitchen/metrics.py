@@ -28,3 +28,7 @@ INFERENCE_SKIPPED = Counter(
     "Analysed frames whose inference the motion gate skipped (reason: still, schedule)",
     ["camera", "reason"],
 )
+BACKGROUND_SKIPPED = Counter(
+    "brightkitchen_background_work_skipped_total",
+    "Work no event waits for (raw frames kept for retraining) not done because too much of it was waiting",
+)

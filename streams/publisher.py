@@ -1,6 +1,8 @@
 """Snapshots and publishing off the worker loop: a few threads make the snapshots of opened events, one
 thread publishes every revision, in the order the loop emitted them. Work that no event waits for (the raw
-frame kept for retraining) runs in the same threads after the snapshots queued before it.
+frame kept for retraining) runs in a thread of its own at a lower priority, so that a burst of opened events
+(every camera at once when the service starts) waits only for their snapshots. At most `max_background`
+such jobs wait, each holding a decoded frame; past that, new ones are skipped and counted.
 
 The loop goes on analysing every camera while a snapshot is converted, drawn, encoded and written, or
 while a full bus makes publishing wait; only when `max_pending` events wait does the loop wait too, so
@@ -21,6 +23,8 @@ from typing import Any
 
 from brightkitchen.bus import Bus
 from brightkitchen.events import Event
+from brightkitchen.metrics import BACKGROUND_SKIPPED
+from streams.reader import lower_thread_priority
 
 log = logging.getLogger("streams.publisher")
 
@@ -28,6 +32,7 @@ _STOP = object()
 
 
 RENDER_THREAD_PREFIX = "snapshot"
+BACKGROUND_NICE = 10  # as the camera readers: the loop, the snapshots and the inference come first
 
 
 class EventPublisher:
@@ -38,6 +43,7 @@ class EventPublisher:
         on_published: Callable[[Event, float], None],
         max_pending: int = 1000,
         render_threads: int = 2,
+        max_background: int = 100,
     ) -> None:
         self.bus = bus
         self.make_snapshot = make_snapshot
@@ -46,6 +52,10 @@ class EventPublisher:
         self._thread: threading.Thread | None = None
         self._render_threads = render_threads
         self._renderers: ThreadPoolExecutor | None = None
+        self._background: ThreadPoolExecutor | None = None
+        self._max_background = max_background
+        self._background_waiting = 0
+        self._background_lock = threading.Lock()
         self._snapshots: dict[str, tuple[str, str]] = {}  # event id -> (snapshot, sha256) until it closes
 
     @property
@@ -55,6 +65,8 @@ class EventPublisher:
     def start(self) -> None:
         if not self.running:
             self._renderers = ThreadPoolExecutor(self._render_threads, thread_name_prefix=RENDER_THREAD_PREFIX)
+            self._background = ThreadPoolExecutor(1, thread_name_prefix=f"{RENDER_THREAD_PREFIX}-background",
+                                                  initializer=lower_thread_priority, initargs=(BACKGROUND_NICE,))
             self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
             self._thread.start()
 
@@ -64,8 +76,9 @@ class EventPublisher:
             assert self._thread is not None
             self._queue.put(_STOP)
             self._thread.join(timeout_s)
-        if self._renderers is not None:
-            self._renderers.shutdown(wait=True)
+        for pool in (self._renderers, self._background):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -81,20 +94,31 @@ class EventPublisher:
         self._queue.put((event, frame_time, rendering))
 
     def in_background(self, work: Callable[..., None], *args: Any) -> None:
-        """Run work in a render thread, after the snapshots already waiting there, without holding up any
-        event (at once without the threads). stop() waits for it; a failure is logged."""
+        """Run work in the background thread without holding up any event or snapshot (at once without the
+        threads), unless `max_background` jobs wait already. stop() waits for it; a failure is logged."""
         if not self.running:
             self._quietly(work, *args)
             return
-        assert self._renderers is not None
-        self._renderers.submit(self._quietly, work, *args)
+        assert self._background is not None
+        with self._background_lock:
+            if self._background_waiting >= self._max_background:
+                BACKGROUND_SKIPPED.inc()
+                log.warning("background work %s skipped: %d jobs wait already", _name(work), self._background_waiting)
+                return
+            self._background_waiting += 1
+        self._background.submit(self._in_turn, work, *args)
+
+    def _in_turn(self, work: Callable[..., None], *args: Any) -> None:
+        with self._background_lock:
+            self._background_waiting -= 1
+        self._quietly(work, *args)
 
     @staticmethod
     def _quietly(work: Callable[..., None], *args: Any) -> None:
         try:
             work(*args)
         except Exception:  # the events went out; what failed here is logged, not lost silently
-            log.exception("background work %s failed", getattr(work, "__name__", work))
+            log.exception("background work %s failed", _name(work))
 
     def _run(self) -> None:
         while True:
@@ -127,3 +151,7 @@ class EventPublisher:
             self._snapshots.pop(event.id, None)
         self.bus.publish(event)
         self.on_published(event, frame_time)
+
+
+def _name(work: Callable[..., None]) -> str:
+    return getattr(work, "__name__", repr(work))

@@ -1,11 +1,14 @@
 """Events leave the worker in order, with their snapshots, from the publisher's own thread."""
 
+import os
 import threading
 import time
 
+from prometheus_client import REGISTRY
+
 from brightkitchen.bus import InProcessBus
 from brightkitchen.events import Event, ModelRef, new_event_id, utc
-from streams.publisher import EventPublisher
+from streams.publisher import BACKGROUND_NICE, EventPublisher
 
 
 def event(event_id: str, phase: str, revision: int) -> Event:
@@ -77,15 +80,17 @@ def test_snapshots_of_two_events_render_at_the_same_time_and_still_publish_in_or
     assert [(e.id, e.snapshot) for e in out] == [(a, "a.jpg"), (b, "b.jpg")]
 
 
-def test_background_work_waits_for_the_queued_snapshots_holds_up_no_event_and_finishes_before_stop(caplog):
+def test_background_work_holds_up_no_snapshot_runs_at_a_lower_priority_and_finishes_before_stop(caplog):
     bus = InProcessBus()
     release = threading.Event()
     order: list[str] = []
+    nice: list[int] = []
     publisher = EventPublisher(bus, lambda e, job: (order.append(job), (f"{job}.jpg", "sha"))[1],
                                lambda e, t: None, render_threads=1)
 
     def raw_frame(name: str) -> None:
         release.wait(10)  # a slow disk, and no event waits for it
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         order.append(name)
 
     def broken() -> None:
@@ -97,13 +102,38 @@ def test_background_work_waits_for_the_queued_snapshots_holds_up_no_event_and_fi
     publisher.in_background(raw_frame, "raw a")
     publisher.in_background(broken)
     publisher.submit(event(b, "open", 1), 0.0, "b")
-    assert [e.id for e in drain(bus, 1)] == [a]
-    assert order == ["a"]  # b's snapshot is queued behind the slow raw frame in the one render thread
+    assert [e.id for e in drain(bus, 2)] == [a, b]  # b's snapshot did not wait for the slow raw frame
+    assert order == ["a", "b"]
     release.set()
-    assert [e.id for e in drain(bus, 1)] == [b]
     publisher.stop()
-    assert order == ["a", "raw a", "b"]
+    assert order == ["a", "b", "raw a"]
+    assert nice == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE)]
     assert "background work broken failed" in caplog.text
+
+
+def test_background_work_past_the_limit_is_skipped_and_counted(caplog):
+    release = threading.Event()
+    done: list[int] = []
+    publisher = EventPublisher(InProcessBus(), lambda e, job: ("x.jpg", "sha"), lambda e, t: None, max_background=2)
+    skipped = REGISTRY.get_sample_value("brightkitchen_background_work_skipped_total") or 0.0
+
+    running = threading.Event()
+
+    def slow(n: int) -> None:
+        running.set()
+        release.wait(10)
+        done.append(n)
+
+    publisher.start()
+    publisher.in_background(slow, 0)
+    assert running.wait(10)  # running, so no longer waiting
+    for n in range(1, 5):  # two may wait behind it
+        publisher.in_background(slow, n)
+    release.set()
+    publisher.stop()
+    assert done == [0, 1, 2]
+    assert REGISTRY.get_sample_value("brightkitchen_background_work_skipped_total") == skipped + 2
+    assert "background work slow skipped: 2 jobs wait already" in caplog.text
 
 
 def test_background_work_without_the_threads_runs_at_once():
