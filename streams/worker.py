@@ -196,9 +196,12 @@ class Worker:
             for model, engine in p.engines.items():
                 for rule_event in engine.flush(now):
                     self._emit(p, model, None, rule_event, now)
+        readers = [p.reader for p in [*self.pipelines, *self._held.values()]]
+        for reader in readers:  # nothing analyses their frames now: the snapshots left to make get the CPU
+            reader.stop(timeout_s=0)
         self.publisher.stop()
-        for p in [*self.pipelines, *self._held.values()]:
-            p.reader.stop()
+        for reader in readers:
+            reader.stop()
         for loaded in self.models.values():
             if id(loaded) in self._owned_models:
                 loaded.close()
