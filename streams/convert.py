@@ -24,6 +24,17 @@ def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndar
     return np.frombuffer(plane, np.uint8, plane.line_size * height).reshape(height, plane.line_size)[:, :width]
 
 
+def _i420(width: int, height: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An I420 image (what OpenCV's conversion takes: Y, then U and V at half size, rows unpadded) and views
+    of its three planes, to be filled in."""
+    image = np.empty(width * height * 3 // 2, np.uint8)
+    quarter = width * height // 4
+    y = image[: width * height].reshape(height, width)
+    u, v = (image[start : start + quarter].reshape(height // 2, width // 2)
+            for start in (width * height, width * height + quarter))
+    return image.reshape(height * 3 // 2, width), [y, u, v]
+
+
 def to_analysis_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     """The frame shrunk to width x height (never enlarged by the caller) in BGR, HxWx3 uint8."""
     w, h = frame.width, frame.height
@@ -31,12 +42,10 @@ def to_analysis_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray
         return frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
     # The planes are read where the decoder left them: copying the 1080p frame out first would touch
     # 3 MB and hold the GIL while the other cameras' readers wait.
-    small = np.empty((height * 3 // 2, width), np.uint8)  # I420 layout: Y rows, then U and V at half size
-    cv2.resize(_plane(frame, 0, w, h), (width, height), dst=small[:height], interpolation=cv2.INTER_AREA)
-    quarter = height // 4
-    for index, rows in ((1, small[height : height + quarter]), (2, small[height + quarter :])):
-        chroma = rows.reshape(height // 2, width // 2)
-        cv2.resize(_plane(frame, index, w // 2, h // 2), (width // 2, height // 2), dst=chroma,
+    small, planes = _i420(width, height)
+    for index, plane in enumerate(planes):
+        scale = 1 if index == 0 else 2
+        cv2.resize(_plane(frame, index, w // scale, h // scale), (width // scale, height // scale), dst=plane,
                    interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
 
@@ -46,9 +55,8 @@ def to_full_bgr(frame: av.VideoFrame) -> np.ndarray:
     w, h = frame.width, frame.height
     if frame.format.name != PLANAR_420 or w % 2 or h % 2:
         return frame.to_ndarray(format="bgr24")
-    i420 = np.empty(w * h * 3 // 2, np.uint8)  # Y, then U and V at half size, each without row padding
-    i420[: w * h].reshape(h, w)[:] = _plane(frame, 0, w, h)
-    quarter = w * h // 4
-    for index, start in ((1, w * h), (2, w * h + quarter)):
-        i420[start : start + quarter].reshape(h // 2, w // 2)[:] = _plane(frame, index, w // 2, h // 2)
-    return cv2.cvtColor(i420.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
+    image, planes = _i420(w, h)
+    for index, plane in enumerate(planes):
+        scale = 1 if index == 0 else 2
+        plane[:] = _plane(frame, index, w // scale, h // scale)
+    return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)

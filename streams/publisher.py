@@ -32,7 +32,7 @@ _STOP = object()
 
 
 RENDER_THREAD_PREFIX = "snapshot"
-BACKGROUND_NICE = 10  # as the camera readers: the loop, the snapshots and the inference come first
+BACKGROUND_NICE = 10  # the camera readers' default: the loop, the snapshots and the inference come first
 
 
 class EventPublisher:
@@ -44,6 +44,7 @@ class EventPublisher:
         max_pending: int = 1000,
         render_threads: int = 2,
         max_background: int = 100,
+        background_nice: int = BACKGROUND_NICE,
     ) -> None:
         self.bus = bus
         self.make_snapshot = make_snapshot
@@ -54,6 +55,7 @@ class EventPublisher:
         self._renderers: ThreadPoolExecutor | None = None
         self._background: ThreadPoolExecutor | None = None
         self._max_background = max_background
+        self._background_nice = background_nice
         self._background_waiting = 0
         self._background_lock = threading.Lock()
         self._snapshots: dict[str, tuple[str, str]] = {}  # event id -> (snapshot, sha256) until it closes
@@ -66,7 +68,7 @@ class EventPublisher:
         if not self.running:
             self._renderers = ThreadPoolExecutor(self._render_threads, thread_name_prefix=RENDER_THREAD_PREFIX)
             self._background = ThreadPoolExecutor(1, thread_name_prefix=f"{RENDER_THREAD_PREFIX}-background",
-                                                  initializer=lower_thread_priority, initargs=(BACKGROUND_NICE,))
+                                                  initializer=lower_thread_priority, initargs=(self._background_nice,))
             self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
             self._thread.start()
 

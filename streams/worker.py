@@ -140,7 +140,9 @@ class Worker:
         self._owned_models = {id(m) for m in self.models.values()} if models is None else set()
         self.stats = WorkerStats()
         # Snapshots and bus publishing run in their own threads, so the loop never waits for them.
-        self.publisher = EventPublisher(bus, self._render_snapshot, self._published)
+        # Raw frames for retraining are made at the readers' priority: after everything an event waits for.
+        self.publisher = EventPublisher(bus, self._render_snapshot, self._published,
+                                        background_nice=config.worker.reader_nice)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader_factory = reader_factory
