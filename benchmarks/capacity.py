@@ -566,6 +566,8 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
     """Run `cameras` cameras of a configuration once and measure them."""
     import httpx
 
+    from brightkitchen.config import WorkerConfig
+
     servers = rtsp_servers(clip, cameras, plan.per_server, plan.per_stream)
     with tempfile.TemporaryDirectory(dir=plan.work) as tmp, servers as (urls, pids):
         folder = Path(tmp)
@@ -587,7 +589,7 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
             if not conf.naive:
                 stream = EventStream(f"http://127.0.0.1:{port}")
             progress.phase(f"{cameras} cameras: connecting")
-            connected = child.expect("CONNECTED", 120)
+            connected = child.expect("CONNECTED", 120 + cameras * WorkerConfig().camera_start_interval_s)
             progress.phase(f"{cameras} cameras: warming up", plan.warmup_s)
             child.expect("MEASURE", plan.warmup_s + 60)
             cpu0, servers0, t0 = tree_cpu_s(child.process.pid), sum(map(process_cpu_s, pids)), time.monotonic()
@@ -840,7 +842,8 @@ def child_service(config_path: Path, warmup_s: float, seconds: float) -> int:
     say("READY")
     worker = service.worker
     readers = {p.camera.id: p.reader for p in worker.pipelines}
-    missing = wait_connected(lambda: {c: r.status().frames_analysed for c, r in readers.items()}, 60)
+    spread_s = len(readers) * config.worker.camera_start_interval_s  # the cameras start that far apart
+    missing = wait_connected(lambda: {c: r.status().frames_analysed for c, r in readers.items()}, 60 + spread_s)
     say("CONNECTED", {"missing": missing})
     time.sleep(warmup_s)
     frames0 = dict(worker.stats.frames_analysed)

@@ -300,6 +300,11 @@ class WorkerConfig(Strict):
         "nice): on a busy box the frames already decoded are analysed first and decoding catches up between "
         "keyframes, so the detection-to-event latency holds near the box's limit; 0 = the same priority"
     )
+    camera_start_interval_s: float = Field(
+        0.2, ge=0, le=10, description="cameras start this far apart (at start-up, and when cameras are assigned "
+        "to this worker): cameras that start together open their violations together, and on a full box that "
+        "burst of snapshots, and rounds of every camera at once, delay events by seconds; 0 = all at once"
+    )
 
 
 class InferenceConfig(Strict):

@@ -306,6 +306,7 @@ class CameraReader(threading.Thread):
         max_lag_s: float | None = None,
         receiver: str = RECEIVER_BUILTIN,
         nice: int = 0,
+        start_delay_s: float = 0.0,
     ) -> None:
         super().__init__(name=f"camera-{camera_id}", daemon=True)
         if analysis_fps <= 0:
@@ -320,6 +321,8 @@ class CameraReader(threading.Thread):
             raise ValueError(f"receiver must be one of {', '.join(RECEIVER_CHOICES)}, got {receiver!r}")
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be 0..19, got {nice}")
+        if start_delay_s < 0:
+            raise ValueError(f"start_delay_s must be 0 or more, got {start_delay_s}")
         self.camera_id = camera_id
         self.url = url
         self.analysis_fps = analysis_fps
@@ -332,6 +335,7 @@ class CameraReader(threading.Thread):
         self.keyframe_fps = keyframe_fps
         self.decode = decode
         self.nice = nice
+        self.start_delay_s = start_delay_s  # from the thread's start to the first open (see Worker)
         # A live source whose packets this reader handles later than this behind their time skips them
         # (they would be stale when analysed): an overloaded box sheds decoding, not freshness.
         self.max_lag_s = max_lag_s
@@ -407,6 +411,8 @@ class CameraReader(threading.Thread):
 
     def run(self) -> None:
         lower_thread_priority(self.nice)
+        if self._stop_requested.wait(self.start_delay_s):
+            return
         failures = 0
         while not self._stop_requested.is_set():
             analysed_before = self._counts["analysed"]

@@ -148,6 +148,7 @@ class Worker:
         self._reader_factory = reader_factory
         self._camera_lock = threading.Lock()  # cameras start and stop between the loop's steps
         self._held: dict[str, CameraPipeline] = {}  # configured cameras not running (see hold_cameras)
+        self._next_reader_start = 0.0  # time.monotonic() at which the next camera may open (see _start_delay)
         frame_size = max(m.detector.input_size for m in self.models.values())
         self._frame_size = frame_size
         self.pipelines: list[CameraPipeline] = []
@@ -163,7 +164,7 @@ class Worker:
                     raise ValueError(f"rule {r.name!r} names {unknown} but model {r.model!r} yields only {names}")
                 by_model.setdefault(r.model, []).append(build_rule(r, site, camera))
                 gated.setdefault(r.model, []).append((by_model[r.model][-1], r))
-            reader = self._new_reader(camera)
+            reader = self._new_reader(camera, self._start_delay())
             self.pipelines.append(
                 CameraPipeline(
                     site=site,
@@ -437,6 +438,7 @@ class Worker:
         with self._camera_lock:
             self._held.update((p.camera.id, p) for p in self.pipelines)
             self.pipelines = []
+            self._next_reader_start = 0.0  # their readers never start: start_camera's are spaced afresh
 
     def running_cameras(self) -> set[str]:
         return {p.camera.id for p in self.pipelines}
@@ -450,7 +452,7 @@ class Worker:
             pipeline = CameraPipeline(
                 site=held.site,
                 camera=held.camera,
-                reader=self._new_reader(held.camera),
+                reader=self._new_reader(held.camera, self._start_delay()),
                 trackers={m: IouTracker() for m in held.trackers},
                 engines={m: RuleEngine(e.rules) for m, e in held.engines.items()},
                 rule_titles=held.rule_titles,
@@ -480,7 +482,17 @@ class Worker:
         log.info("camera %s: stopped", camera_id)
         return True
 
-    def _new_reader(self, camera: CameraConfig) -> CameraReader:
+    def _start_delay(self) -> float:
+        """How long the next camera's reader waits before it opens: cameras open at least
+        `worker.camera_start_interval_s` apart. Cameras that start together open their violations
+        together; on a full box that burst (every event's snapshot at once, and rounds of every camera's
+        frame at once, each taking about a second) held events seconds late for the first half minute."""
+        now = time.monotonic()
+        start_at = max(now, self._next_reader_start)
+        self._next_reader_start = start_at + self.config.worker.camera_start_interval_s
+        return start_at - now
+
+    def _new_reader(self, camera: CameraConfig, start_delay_s: float) -> CameraReader:
         """A new (not started) reader for a camera: a reader thread runs only once."""
         return self._reader_factory(
             camera.id,
@@ -495,6 +507,7 @@ class Worker:
             receiver=camera.receiver,
             max_lag_s=self.config.worker.frame_max_age_s,
             nice=self.config.worker.reader_nice,
+            start_delay_s=start_delay_s,
         )
 
     # -- status ----------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from pathlib import Path
 import yaml
 
 from brightkitchen.bus import InProcessBus
-from brightkitchen.config import load_config
+from brightkitchen.config import Config, load_config
 from brightkitchen.snapshots import SnapshotStore
 from models.cards import BUILTIN_DIR
 from streams.worker import Worker
 
 
-def held_worker(tmp_path: Path, cameras: dict[str, str], **worker_settings: object) -> Worker:
-    """A started worker on the starter model whose cameras (id -> URL) all wait for start_camera."""
+def worker_config(tmp_path: Path, cameras: dict[str, str], **worker_settings: object) -> Config:
+    """A config of cameras (id -> URL) with a rule on the starter model."""
     config = {
         "sites": [{"id": "s1", "cameras": [{"id": c, "url": url} for c, url in cameras.items()]}],
         "models": [{"name": "det", "path": str(BUILTIN_DIR / "kitchen-starter.onnx"), "provider": "cpu",
@@ -27,7 +27,13 @@ def held_worker(tmp_path: Path, cameras: dict[str, str], **worker_settings: obje
     }
     path = tmp_path / "kitchen.yaml"
     path.write_text(yaml.safe_dump(config))
-    worker = Worker(load_config(path), InProcessBus(), SnapshotStore(tmp_path / "snapshots"))
+    return load_config(path)
+
+
+def held_worker(tmp_path: Path, cameras: dict[str, str], **worker_settings: object) -> Worker:
+    """A started worker on the starter model whose cameras (id -> URL) all wait for start_camera."""
+    worker = Worker(worker_config(tmp_path, cameras, **worker_settings), InProcessBus(),
+                    SnapshotStore(tmp_path / "snapshots"))
     worker.hold_cameras()
     worker.start()
     return worker
