@@ -1312,13 +1312,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     about_machine = machine()
     total = len(settings) * len(configurations) * planned_steps(args.start, args.max_cameras, args.resolution)
     progress = Progress(total, enabled=not args.no_progress)
-    with tempfile.TemporaryDirectory(prefix="bk-capacity-") as work:
-        plan = Plan(settings, configurations, target, args.start, args.max_cameras, args.resolution, args.warmup,
-                    args.seconds, args.clip_seconds, args.per_server, args.cameras_per_stream, cache, Path(work), extra)
-        try:
+    # Killed (`kill`, a CI timeout), the run unwinds as on Ctrl-C: the RTSP servers and the service it
+    # started are stopped, not left running on the box.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bk-capacity-") as work:
+            plan = Plan(settings, configurations, target, args.start, args.max_cameras, args.resolution,
+                        args.warmup, args.seconds, args.clip_seconds, args.per_server, args.cameras_per_stream,
+                        cache, Path(work), extra)
             rows = run_plan(plan, progress)
-        finally:
-            progress.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
     shown = argv[2:] if argv[:2] == ["bench", "capacity"] else argv
     command = "brightkitchen bench capacity " + " ".join(shown)
     report = {
@@ -1341,6 +1346,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         write_results(Path(args.write_results), text, plot, args.scene)
     print(json.dumps(report, indent=2, default=str) if args.json else text)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

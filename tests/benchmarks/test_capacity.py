@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -200,3 +201,44 @@ def test_service_cpu_and_memory_count_its_child_processes():
         for pid in reversed(process_tree(parent.pid)):
             os.kill(pid, signal.SIGKILL)
         parent.wait(10)
+
+
+def command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it ended meanwhile
+        return b""
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie left for a parent (or an init) that does not reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.usefixtures("rtsp_server")
+def test_a_killed_benchmark_stops_the_servers_and_service_it_started(tmp_path, wait_until):
+    args = ["--configs", "fp32", "--streams", "1M/25", "--size", "640x360", "--start", "1", "--max-cameras", "1",
+            "--seconds", "60", "--warmup", "60", "--clip-seconds", "4", "--cache", str(tmp_path), "--no-progress"]
+    bench = subprocess.Popen([sys.executable, "-m", "benchmarks.capacity", *args], stdout=subprocess.DEVNULL)
+    started: list[int] = []
+    try:
+        def service_started() -> bool:
+            started[:] = process_tree(bench.pid)[1:]
+            commands = [command_line(pid) for pid in started if alive(pid)]
+            return any(b"--child-service" in c for c in commands) and any(b"rtsp_server" in c for c in commands)
+
+        wait_until(service_started, timeout_s=120, what="the benchmark's RTSP server and service")
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(60) == 128 + signal.SIGTERM
+        wait_until(lambda: not any(map(alive, started)), timeout_s=30, what="the servers and service to stop")
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
