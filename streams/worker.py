@@ -486,7 +486,7 @@ class Worker:
         """How long the next camera's reader waits before it opens: cameras open at least
         `worker.camera_start_interval_s` apart. Cameras that start together open their violations
         together; on a full box that burst (every event's snapshot at once, and rounds of every camera's
-        frame at once, each taking about a second) held events seconds late for the first half minute."""
+        frame at once, each taking about a second) held events seconds late for half a minute or more."""
         now = time.monotonic()
         start_at = max(now, self._next_reader_start)
         self._next_reader_start = start_at + self.config.worker.camera_start_interval_s
