@@ -566,19 +566,20 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
     """Run `cameras` cameras of a configuration once and measure them."""
     import httpx
 
-    from brightkitchen.config import WorkerConfig
-
     servers = rtsp_servers(clip, cameras, plan.per_server, plan.per_stream)
     with tempfile.TemporaryDirectory(dir=plan.work) as tmp, servers as (urls, pids):
         folder = Path(tmp)
         port = free_port()
+        start_spread_s = 0.0  # the service opens its cameras this far apart
         if conf.naive:
             spec = folder / "naive.json"
             spec.write_text(json.dumps({"urls": urls, "fps": plan.target.fps}))
             command = [sys.executable, "-m", "benchmarks.capacity", "--child-naive", str(spec)]
         else:
             config_path = folder / "config.yaml"
-            config_path.write_text(yaml.safe_dump(data(urls, folder, port), allow_unicode=True))
+            config = data(urls, folder, port)
+            config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
+            start_spread_s = cameras * config["worker"]["camera_start_interval_s"]
             command = [sys.executable, "-m", "benchmarks.capacity", "--child-service", str(config_path)]
         command += ["--warmup", str(plan.warmup_s), "--seconds", str(plan.seconds)]
         child = Child(command, folder / "child.log")
@@ -589,7 +590,7 @@ def run_step(plan: Plan, conf: Configuration, clip: Path, cameras: int, data: Ca
             if not conf.naive:
                 stream = EventStream(f"http://127.0.0.1:{port}")
             progress.phase(f"{cameras} cameras: connecting")
-            connected = child.expect("CONNECTED", 120 + cameras * WorkerConfig().camera_start_interval_s)
+            connected = child.expect("CONNECTED", 120 + start_spread_s)
             progress.phase(f"{cameras} cameras: warming up", plan.warmup_s)
             child.expect("MEASURE", plan.warmup_s + 60)
             cpu0, servers0, t0 = tree_cpu_s(child.process.pid), sum(map(process_cpu_s, pids)), time.monotonic()

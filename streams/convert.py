@@ -24,6 +24,12 @@ def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndar
     return np.frombuffer(plane, np.uint8, plane.line_size * height).reshape(height, plane.line_size)[:, :width]
 
 
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """A 4:2:0 frame's Y, U and V planes, where the decoder left them (U and V at half size)."""
+    w, h = frame.width, frame.height
+    return [_plane(frame, index, w // scale, h // scale) for index, scale in enumerate((1, 2, 2))]
+
+
 def _i420(width: int, height: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """An I420 image (what OpenCV's conversion takes: Y, then U and V at half size, rows unpadded) and views
     of its three planes, to be filled in."""
@@ -43,10 +49,8 @@ def to_analysis_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray
     # The planes are read where the decoder left them: copying the 1080p frame out first would touch
     # 3 MB and hold the GIL while the other cameras' readers wait.
     small, planes = _i420(width, height)
-    for index, plane in enumerate(planes):
-        scale = 1 if index == 0 else 2
-        cv2.resize(_plane(frame, index, w // scale, h // scale), (width // scale, height // scale), dst=plane,
-                   interpolation=cv2.INTER_AREA)
+    for source, plane in zip(_planes(frame), planes, strict=True):
+        cv2.resize(source, plane.shape[::-1], dst=plane, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
 
 
@@ -56,7 +60,6 @@ def to_full_bgr(frame: av.VideoFrame) -> np.ndarray:
     if frame.format.name != PLANAR_420 or w % 2 or h % 2:
         return frame.to_ndarray(format="bgr24")
     image, planes = _i420(w, h)
-    for index, plane in enumerate(planes):
-        scale = 1 if index == 0 else 2
-        plane[:] = _plane(frame, index, w // scale, h // scale)
+    for source, plane in zip(_planes(frame), planes, strict=True):
+        plane[:] = source
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
