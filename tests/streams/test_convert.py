@@ -77,3 +77,17 @@ def test_420_frames_convert_at_full_size_as_libswscale_does(size):
 def test_other_frames_convert_at_full_size_with_libswscale(pixel_format, size):
     frame = frame_of(kitchen_like(*size), pixel_format)
     np.testing.assert_array_equal(to_full_bgr(frame), frame.to_ndarray(format="bgr24"))
+
+
+@pytest.mark.parametrize(("size", "target"), [((1920, 1080), (320, 180)), ((2560, 1440), (320, 180)),
+                                              ((1280, 720), (320, 180))])
+def test_large_frames_shrunk_in_steps_match_one_area_shrink(size, target):
+    frame = frame_of(kitchen_like(*size), "yuv420p")
+    (w, h), (tw, th) = size, target
+    packed = frame.to_ndarray(format="yuv420p")
+    chroma = [cv2.resize(plane, (tw // 2, th // 2), interpolation=cv2.INTER_AREA).reshape(th // 4, tw)
+              for plane in packed[h:].reshape(2, h // 2, w // 2)]
+    one_step = np.vstack([cv2.resize(packed[:h], (tw, th), interpolation=cv2.INTER_AREA), *chroma])
+    reference = cv2.cvtColor(one_step, cv2.COLOR_YUV2BGR_I420)
+    difference = np.abs(to_analysis_bgr(frame, tw, th).astype(np.int16) - reference)
+    assert difference.mean() < 1.0 and difference.max() <= 4  # the rounding of the halved planes, nothing more
