@@ -24,6 +24,10 @@ frames), and the latency p95 is at most --latency-s. The naive design (decode an
 fp32 at 640 px, batch 1 per camera, in a thread per camera; no rules) has no latency to meet. After
 the window the counts are checked against each other: frames the worker analysed = the API's metrics, frames the readers
 delivered = analysed + dropped stale + replaced, events published = events stored = events streamed.
+
+How far from this box's limit: before a configuration's ramp, what decoding (the clip, as its readers
+decode it) and detection (its detectors, at batch 8) alone cost on one thread is measured
+(`benchmarks/floor.py`), with the number of cameras that would fill every core at that cost.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +56,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from benchmarks.floor import DecodeCost, decode_cost, detector_ms
 from streams.rtsp_launcher import RtspServerProcess, free_port
 from vision.runtime import cpu_flags, cpu_name
 
@@ -192,10 +197,18 @@ class Row:
     available: bool = True
     note: str = ""
     steps: list[Step] = field(default_factory=list)
+    # CPU ms per camera-second that decoding and detection alone take on one thread (benchmarks/floor.py)
+    floor_ms_per_camera: dict[str, float] = field(default_factory=dict)
 
     @property
     def max_cameras(self) -> int:
         return max((s.cameras for s in self.steps if s.passed), default=0)
+
+    @property
+    def floor_cameras(self) -> int | None:
+        """The cameras that decoding and detection alone would fill every core of the box with."""
+        cost = sum(self.floor_ms_per_camera.values())
+        return int((os.cpu_count() or 1) * 1000 / cost) if cost > 0 else None
 
     def best(self) -> Step | None:
         passed = [s for s in self.steps if s.passed]
@@ -767,6 +780,7 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
         progress.phase(f"rendering the {setting.label} clip")
         clip = make_clip(plan.cache, setting.width, setting.height, setting.bitrate, setting.gop, plan.clip_seconds,
                          setting.scene)
+        decoding: DecodeCost | None = None
         for conf in plan.configurations:
             row = Row(conf.name, conf.description, setting.label)
             rows.append(row)
@@ -781,6 +795,9 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
                         row.available, row.note = False, str(error)
                         progress.skip()
                         continue
+                    progress.phase("measuring what decoding and detection alone cost")
+                    decoding = decoding or decode_cost(clip)
+                    row.floor_ms_per_camera = floor(plan, conf, setting, decoding, probe, Path(tmp))
 
                 def data(urls: list[str], folder: Path, port: int, conf: Configuration = conf,
                          drop: frozenset[str] = drop, scene: str = setting.scene) -> dict[str, Any]:
@@ -793,6 +810,20 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
 
             row.steps = ramp(one, plan.start, plan.max_cameras, plan.resolution)
     return rows
+
+
+def floor(plan: Plan, conf: Configuration, setting: Setting, decoding: DecodeCost, probe: dict[str, Any],
+          data_dir: Path) -> dict[str, float]:
+    """CPU ms per camera-second of the decoding the configuration's readers do and of its detectors."""
+    from brightkitchen.config import parse_config
+
+    keyframes = conf.camera.get("decode") != "all_frames" and STREAM_FPS / setting.gop >= plan.target.fps
+    decode = plan.target.fps * decoding.keyframe_ms if keyframes else STREAM_FPS * decoding.frame_ms
+    config = parse_config(json.loads(json.dumps(probe)), "capacity benchmark", data_dir, environ={})
+    with redirect_stdout(sys.stderr):  # int8 calibration prints; the benchmark's own output is stdout
+        detect = plan.target.fps * detector_ms(config, setting.width, setting.height)
+    return {"keyframe decode" if keyframes else "decode of every frame": round(decode, 2),
+            "detector": round(detect, 2)}
 
 
 # -- the child processes ----------------------------------------------------------------------------
@@ -1094,7 +1125,8 @@ def target_check(rows: list[Row], cameras_target: int, times_naive: float) -> li
 
 
 def limit_estimate(rows: list[Row]) -> list[str]:
-    """How far each configuration is from the design notes' estimate, and what its CPU use projects."""
+    """How far each configuration is from the design notes' estimate and from this box's floor (what decoding
+    and detection alone cost), and what its CPU use projects."""
     cores = os.cpu_count() or 1
     out = []
     for r in rows:
@@ -1105,10 +1137,16 @@ def limit_estimate(rows: list[Row]) -> list[str]:
         projected = cores / per_camera if per_camera > 0 else float("inf")
         share = 100 * best.cameras / ESTIMATED_LIMIT
         parts = ", ".join(f"{part} {ms:.1f}" for part, ms in best.cpu_ms_per_camera.items())
-        out.append(f"{r.configuration} ({r.setting}): {best.cameras} cameras = {share:.0f}% "
-                   f"of the ~{ESTIMATED_LIMIT} estimated; the service used {per_camera:.4f} cores per camera, "
-                   f"so the whole box ({cores} cores, no RTSP servers on it) would take about {projected:.0f}"
-                   + (f" (ms of CPU per camera-second: {parts})" if parts else ""))
+        text = (f"{r.configuration} ({r.setting}): {best.cameras} cameras = {share:.0f}% "
+                f"of the ~{ESTIMATED_LIMIT} estimated; the service used {per_camera:.4f} cores per camera, "
+                f"so the whole box ({cores} cores, no RTSP servers on it) would take about {projected:.0f}"
+                + (f" (ms of CPU per camera-second: {parts})" if parts else ""))
+        if r.floor_cameras:
+            floor = ", ".join(f"{part} {ms:.1f}" for part, ms in r.floor_ms_per_camera.items())
+            text += (f". Decoding and detection alone, on one thread each ({floor} ms per camera-second), would "
+                     f"fill the box at about {r.floor_cameras} cameras: {best.cameras} is "
+                     f"{100 * best.cameras / r.floor_cameras:.0f}% of that")
+        out.append(text)
     return out
 
 
@@ -1334,8 +1372,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "setup": {"fps": args.fps, "size": args.size, "streams": args.streams, "seconds": args.seconds,
                   "warmup": args.warmup, "cameras_per_stream": args.cameras_per_stream, "target": asdict(target),
                   "overrides": extra},
-        "rows": [{**asdict(r), "max_cameras": r.max_cameras, "memory_per_camera_mb": r.memory_per_camera_mb()}
-                 for r in rows],
+        "rows": [{**asdict(r), "max_cameras": r.max_cameras, "memory_per_camera_mb": r.memory_per_camera_mb(),
+                  "floor_cameras": r.floor_cameras} for r in rows],
         "summary": summary(rows),
     }
     plot = Path(args.plot) if args.plot else None

@@ -87,6 +87,20 @@ def test_capacity_benchmark_tiny_run(tmp_path, capsys):
         if step["latency_events"]:
             assert 0 < step["latency_p50_s"] <= step["latency_p95_s"]
             assert step["bus_latency_p95_s"] > 0  # the worker's part of it, measured inside the service
+    # What decoding and detection alone cost, and how many cameras they would fill the box with.
+    assert rows["naive"]["floor_ms_per_camera"] == {} and rows["naive"]["floor_cameras"] is None
+    for row in ran:
+        if row["configuration"] == "naive":
+            continue
+        decode = "decode of every frame" if row["configuration"].endswith("-all-frames") else "keyframe decode"
+        floor = row["floor_ms_per_camera"]
+        assert list(floor) == [decode, "detector"] and min(floor.values()) > 0
+        assert row["floor_cameras"] == int(report["machine"]["cores"] * 1000 / sum(floor.values()))
+    # Decoding 25 frames a second costs more than decoding one keyframe; the detector is the same.
+    keyframes, every_frame = rows["fp32"]["floor_ms_per_camera"], rows["fp32-all-frames"]["floor_ms_per_camera"]
+    assert every_frame["decode of every frame"] > keyframes["keyframe decode"]
+    assert every_frame["detector"] == pytest.approx(keyframes["detector"], rel=0.5)
+    assert "Decoding and detection alone" in results.read_text()
     assert rows["fp32"]["steps"][-1]["decode_modes"] == {"keyframes": 2}
     # What ran the model comes from the service's own API (the naive design names its session's provider).
     assert rows["fp32"]["steps"][-1]["runtime"].startswith("onnxruntime CPUExecutionProvider fp32 in ")
