@@ -62,8 +62,8 @@ def _halved(plane: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
     """The plane halved while it is still at least 4 times the target (height, width) on both axes.
 
     OpenCV's area shrink by exactly 2 is a vectorised special case; the general one is not. The average of
-    2x2 averages is the average of the larger block, so 1080p to 320 px in two steps (2, then 3) costs less
-    than half of one step of 6, and differs from it only by the rounding of the middle step.
+    2x2 averages is the average of the larger block, so 1080p to 320 px in two steps (2, then 3) costs about
+    half of one step of 6, and differs from it only by the rounding of the middle step.
     """
     height, width = plane.shape
     while height >= 4 * target[0] and width >= 4 * target[1] and not (height | width) & 1:
