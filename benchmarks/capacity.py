@@ -525,7 +525,12 @@ def check_configuration(data: dict[str, Any], conf: Configuration, data_dir: Pat
         dropped = frozenset(unknown)
     wanted = conf.model.get("provider")
     if wanted not in (None, "auto", "cpu"):
-        providers = [p for m in load_models(config).values() for p in m.detector.providers]
+        models = load_models(config)
+        try:
+            providers = [p for m in models.values() for p in m.detector.providers]
+        finally:  # their inference processes go now, not whenever the pools are collected
+            for model in models.values():
+                model.close()
         if not any(wanted.lower() in p.lower() for p in providers):
             raise LookupError(f"not available: asked for provider {wanted}, the model runs on {', '.join(providers)}")
     return dropped, note
