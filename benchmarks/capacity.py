@@ -57,7 +57,10 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from benchmarks.floor import DecodeCost, decode_cost, detector_ms
+from brightkitchen.config import Config
+from streams.reader import DECODE_AUTO, DecodePolicy
 from streams.rtsp_launcher import RtspServerProcess, free_port
+from streams.status import DECODE_KEYFRAMES
 from vision.runtime import cpu_flags, cpu_name
 
 # The estimate in the design notes ("Speed measured on these machines") of the limit of one 2-core box.
@@ -503,9 +506,10 @@ def bench_config(urls: list[str], data_dir: Path, plan: Plan, conf: Configuratio
     return base
 
 
-def check_configuration(data: dict[str, Any], conf: Configuration, data_dir: Path) -> tuple[frozenset[str], str]:
-    """Override keys to leave out here, and a note; raises LookupError("not available: ...") when the
-    configuration cannot run here."""
+def check_configuration(data: dict[str, Any], conf: Configuration, data_dir: Path
+                        ) -> tuple[frozenset[str], str, Config]:
+    """Override keys to leave out here, a note, and the config as parsed; raises LookupError("not available:
+    ...") when the configuration cannot run here."""
     from brightkitchen.config import ConfigError, parse_config
     from streams.detectors import load_models
 
@@ -533,7 +537,7 @@ def check_configuration(data: dict[str, Any], conf: Configuration, data_dir: Pat
                 model.close()
         if not any(wanted.lower() in p.lower() for p in providers):
             raise LookupError(f"not available: asked for provider {wanted}, the model runs on {', '.join(providers)}")
-    return dropped, note
+    return dropped, note, config
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -795,14 +799,14 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
                 with tempfile.TemporaryDirectory(dir=plan.work) as tmp:
                     probe = bench_config(["rtsp://127.0.0.1:1/probe"], Path(tmp), plan, conf, 1)
                     try:
-                        drop, row.note = check_configuration(probe, conf, Path(tmp))
+                        drop, row.note, parsed = check_configuration(probe, conf, Path(tmp))
                     except LookupError as error:
                         row.available, row.note = False, str(error)
                         progress.skip()
                         continue
                     progress.phase("measuring what decoding and detection alone cost")
                     decoding = decoding or decode_cost(clip)
-                    row.floor_ms_per_camera = floor(plan, conf, setting, decoding, probe, Path(tmp))
+                    row.floor_ms_per_camera = floor(plan, conf, setting, decoding, parsed)
 
                 def data(urls: list[str], folder: Path, port: int, conf: Configuration = conf,
                          drop: frozenset[str] = drop, scene: str = setting.scene) -> dict[str, Any]:
@@ -817,14 +821,12 @@ def run_plan(plan: Plan, progress: Progress) -> list[Row]:
     return rows
 
 
-def floor(plan: Plan, conf: Configuration, setting: Setting, decoding: DecodeCost, probe: dict[str, Any],
-          data_dir: Path) -> dict[str, float]:
+def floor(plan: Plan, conf: Configuration, setting: Setting, decoding: DecodeCost, config: Config
+          ) -> dict[str, float]:
     """CPU ms per camera-second of the decoding the configuration's readers do and of its detectors."""
-    from brightkitchen.config import parse_config
-
-    keyframes = conf.camera.get("decode") != "all_frames" and STREAM_FPS / setting.gop >= plan.target.fps
+    policy = DecodePolicy(plan.target.fps, STREAM_FPS / setting.gop, conf.camera.get("decode", DECODE_AUTO))
+    keyframes = policy.mode == DECODE_KEYFRAMES
     decode = plan.target.fps * decoding.keyframe_ms if keyframes else STREAM_FPS * decoding.frame_ms
-    config = parse_config(json.loads(json.dumps(probe)), "capacity benchmark", data_dir, environ={})
     with redirect_stdout(sys.stderr):  # int8 calibration prints; the benchmark's own output is stdout
         detect = plan.target.fps * detector_ms(config, setting.width, setting.height)
     return {"keyframe decode" if keyframes else "decode of every frame": round(decode, 2),
@@ -1147,8 +1149,8 @@ def limit_estimate(rows: list[Row]) -> list[str]:
                 f"so the whole box ({cores} cores, no RTSP servers on it) would take about {projected:.0f}"
                 + (f" (ms of CPU per camera-second: {parts})" if parts else ""))
         if r.floor_cameras:
-            floor = ", ".join(f"{part} {ms:.1f}" for part, ms in r.floor_ms_per_camera.items())
-            text += (f". Decoding and detection alone, on one thread each ({floor} ms per camera-second), would "
+            floor_parts = ", ".join(f"{part} {ms:.1f}" for part, ms in r.floor_ms_per_camera.items())
+            text += (f". Decoding and detection alone, on one thread each ({floor_parts} ms per camera-second), would "
                      f"fill the box at about {r.floor_cameras} cameras: {best.cameras} is "
                      f"{100 * best.cameras / r.floor_cameras:.0f}% of that")
         out.append(text)

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
-import numpy as np
 
+from benchmarks.inference_bench import frames
 from brightkitchen.config import Config
-from models.synthetic import render_scene
 from streams.detectors import load_model
-from streams.reader import analysis_size, new_decoder
+from streams.reader import new_decoder
 
 DECODE_ROUNDS = 2
 DETECT_BATCH = 8  # the batch the worker reaches when it is busy, and the cheapest per image
@@ -60,10 +58,7 @@ def detector_ms(config: Config, width: int, height: int, seconds: float = 3.0) -
     for entry in config.models:
         model = load_model(config, entry.model_copy(update={"processes": 1, "threads": 1}))
         try:
-            size = analysis_size(width, height, model.detector.input_size)
-            rng = np.random.default_rng(7)
-            images = [cv2.resize(render_scene(rng, width, height)[0], size, interpolation=cv2.INTER_AREA)
-                      for _ in range(DETECT_BATCH)]
+            images = frames(DETECT_BATCH, model.detector.input_size, (width, height))
             sizes = [(width, height)] * DETECT_BATCH
             model.detector.detect(images, sizes)  # the first call compiles and allocates
             calls, start, end = 0, time.process_time(), time.monotonic() + seconds

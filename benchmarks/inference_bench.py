@@ -83,14 +83,16 @@ def machine_line() -> str:
             f"load average {m['load_average']}")
 
 
-def frames(count: int, size: int) -> list[np.ndarray]:
-    """Kitchen frames shrunk to model size (long side = size), as the readers hand them to the worker."""
+def frames(count: int, size: int, camera: tuple[int, int] = (1280, 720)) -> list[np.ndarray]:
+    """Kitchen frames of a camera of that (width, height), shrunk to model size as the readers hand them to
+    the worker."""
     import cv2
 
     from models.synthetic import render_scene
+    from streams.reader import analysis_size
 
     rng = np.random.default_rng(77)
-    return [cv2.resize(render_scene(rng, 1280, 720)[0], (size, size * 9 // 16)) for _ in range(count)]
+    return [cv2.resize(render_scene(rng, *camera)[0], analysis_size(*camera, size)) for _ in range(count)]
 
 
 def cpu_seconds(pids: list[int | None]) -> float:
