@@ -107,8 +107,14 @@ def test_demo_command_serves_events(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "brightkitchen.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
            "--seconds", "150"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    # Ctrl-C as in a terminal: a test run started in the background (`cmd &`) has SIGINT ignored, and an
+    # ignored signal stays ignored in the child; a handled one is reset to the default there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 150
         items: list = []
